@@ -1,0 +1,89 @@
+//! Builds the HTTP server: shared state, middleware, the route table.
+
+use crate::config::Settings;
+use crate::error::render_errors;
+use crate::oidc::ProviderHandle;
+use crate::routes;
+use crate::session::RedisHandle;
+use crate::state::AppState;
+use crate::telemetry::trace_requests;
+use actix_web::dev::{Server, ServerHandle};
+use actix_web::middleware::{from_fn, DefaultHeaders};
+use actix_web::{web, HttpServer};
+use std::io;
+use std::net::TcpListener;
+use std::sync::Arc;
+
+/// A built, not yet running, spa-bff server.
+pub struct App {
+    port: u16,
+    server: Server,
+    provider: Arc<ProviderHandle>,
+}
+
+impl App {
+    /// Binds `server.listen` and builds the server. Provider discovery starts in
+    /// the background (call from inside an actix/tokio runtime).
+    pub fn build(settings: Settings) -> io::Result<App> {
+        let listener = TcpListener::bind(&settings.server.listen)?;
+        Self::build_with_listener(settings, listener)
+    }
+
+    /// Like [`App::build`] on an already bound listener (tests bind port 0).
+    pub fn build_with_listener(settings: Settings, listener: TcpListener) -> io::Result<App> {
+        let port = listener.local_addr()?.port();
+        let redis = RedisHandle::client(&settings.session.redis_url)
+            .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e.to_string()))?;
+        let settings = Arc::new(settings);
+        let provider = ProviderHandle::new(settings.clone());
+        actix_web::rt::spawn(provider.clone().discover_until_ready());
+
+        let workers = settings.server.workers;
+        let shared = (settings.clone(), provider.clone());
+        let mut server = HttpServer::new(move || {
+            let (settings, provider) = shared.clone();
+            let static_dir = settings.server.static_dir.clone();
+            let state = AppState::new(settings, provider, redis.clone());
+            actix_web::App::new()
+                .app_data(web::Data::new(state))
+                .configure(routes::configure(static_dir))
+                .wrap(from_fn(render_errors))
+                .wrap(
+                    DefaultHeaders::new()
+                        .add(("X-Content-Type-Options", "nosniff"))
+                        .add(("Referrer-Policy", "no-referrer"))
+                        .add(("X-Frame-Options", "DENY")),
+                )
+                .wrap(from_fn(trace_requests))
+        })
+        .listen(listener)?
+        .shutdown_timeout(10);
+        if let Some(n) = workers {
+            server = server.workers(n);
+        }
+        Ok(App {
+            port,
+            server: server.run(),
+            provider,
+        })
+    }
+
+    pub fn port(&self) -> u16 {
+        self.port
+    }
+
+    /// Stops the server (`handle().stop(true)` drains in-flight requests).
+    pub fn handle(&self) -> ServerHandle {
+        self.server.handle()
+    }
+
+    /// Whether provider discovery has succeeded.
+    pub fn provider_ready(&self) -> bool {
+        self.provider.is_ready()
+    }
+
+    /// Runs until the server is stopped (SIGINT/SIGTERM or [`ServerHandle::stop`]).
+    pub async fn run(self) -> io::Result<()> {
+        self.server.await
+    }
+}

@@ -1,0 +1,16 @@
+//! spa-bff: a backend-for-frontend session proxy for single-page apps.
+//!
+//! The browser only ever holds an encrypted, HttpOnly cookie; the tokens live
+//! server-side in Redis, encrypted under a per-session secret the cookie carries.
+//! `main.rs` is a thin shell over [`app::App`].
+
+pub mod app;
+pub mod config;
+pub mod error;
+pub mod oidc;
+pub mod routes;
+pub mod secret;
+pub mod session;
+pub mod state;
+pub mod telemetry;
+pub mod time;

@@ -1,0 +1,66 @@
+use clap::{Parser, Subcommand};
+use spa_bff::app::App;
+use spa_bff::config::Settings;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+/// spa-bff: a backend-for-frontend for single-page apps. It logs users in with
+/// OpenID Connect, keeps their tokens server-side in Redis behind an encrypted
+/// HttpOnly cookie, and serves the SPA.
+///
+/// Every configuration key can be overridden by an environment variable
+/// SPA_BFF__<SECTION>__<KEY>, e.g. SPA_BFF__OIDC__CLIENT_SECRET.
+#[derive(Parser)]
+#[command(name = "spa-bff", version)]
+struct Cli {
+    /// The TOML configuration file (optional when everything comes from the environment).
+    #[arg(long, short, global = true, value_name = "FILE")]
+    config: Option<PathBuf>,
+    #[command(subcommand)]
+    command: Option<Command>,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the server (the default).
+    Serve,
+    /// Load and validate the configuration; print every problem (exit 1) or `ok` (exit 0).
+    CheckConfig,
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    // Environment variables that are not valid Unicode are skipped, not a panic.
+    let env = std::env::vars_os()
+        .filter_map(|(k, v)| Some((k.into_string().ok()?, v.into_string().ok()?)));
+    let settings = match Settings::load(cli.config.as_deref(), env) {
+        Ok(s) => s,
+        Err(errors) => {
+            eprintln!("spa-bff: invalid configuration:");
+            for e in &errors.0 {
+                eprintln!("  - {e}");
+            }
+            return ExitCode::FAILURE;
+        }
+    };
+    if let Some(Command::CheckConfig) = cli.command {
+        println!("ok");
+        return ExitCode::SUCCESS;
+    }
+    spa_bff::telemetry::init();
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let listen = settings.server.listen.clone();
+    let public_url = settings.server.public_url.clone();
+    let result = actix_web::rt::System::new().block_on(async move {
+        let app = App::build(settings)?;
+        tracing::info!(%listen, %public_url, "spa-bff listening");
+        app.run().await
+    });
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("spa-bff: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}

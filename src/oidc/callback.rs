@@ -1,0 +1,280 @@
+//! Finishing a login: check the authorization response, exchange the code (with the
+//! PKCE verifier and the configured client authentication), validate the ID token,
+//! and build the session record.
+//!
+//! openidconnect validates the ID token's signature (against the provider's JWKS,
+//! allowed algorithms only, never `none`), `iss`, `aud`, `azp`, `exp` and `nonce`.
+//! What it leaves to us, we check here: `iat` not in the future, `at_hash` when
+//! present, `token_type`, the RFC 9207 `iss` response parameter, and that userinfo
+//! speaks about the same `sub`.
+
+use crate::error::{Error, LoginError};
+use crate::oidc::http::OidcHttp;
+use crate::oidc::login::LoginState;
+use crate::oidc::provider::{error_chain, Provider, ProviderHandle};
+use crate::secret::Sensitive;
+use crate::session::{SessionRecord, Tokens};
+use crate::time::UnixMs;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use base64::Engine;
+use openidconnect::core::{CoreIdToken, CoreTokenResponse, CoreTokenType};
+use openidconnect::{
+    AccessTokenHash, AuthorizationCode, ClaimsVerificationError, Nonce, OAuth2TokenResponse,
+    PkceCodeVerifier, RequestTokenError, SignatureVerificationError, TokenResponse,
+};
+use serde_json::{Map, Value};
+use std::sync::Arc;
+
+/// Tolerated clock difference with the provider.
+const CLOCK_SKEW_SECS: i64 = 60;
+
+/// Claims that describe the token, not the user: not shown by `/user`.
+const TOKEN_ONLY_CLAIMS: &[&str] = &["nonce", "at_hash", "c_hash", "s_hash"];
+/// Claims userinfo may not override.
+const PROTOCOL_CLAIMS: &[&str] = &[
+    "iss",
+    "sub",
+    "aud",
+    "azp",
+    "exp",
+    "iat",
+    "nbf",
+    "auth_time",
+    "nonce",
+    "sid",
+    "acr",
+    "amr",
+    "at_hash",
+    "c_hash",
+    "jti",
+];
+
+/// The authorization response's query parameters.
+#[derive(Debug, Default, serde::Deserialize)]
+pub struct AuthorizationResponse {
+    pub code: Option<String>,
+    pub state: Option<String>,
+    pub error: Option<String>,
+    pub error_description: Option<String>,
+    pub iss: Option<String>,
+}
+
+/// Checks the authorization response (after the state was matched) and redeems it.
+pub async fn complete_login(
+    providers: &ProviderHandle,
+    http: &OidcHttp,
+    response: &AuthorizationResponse,
+    login: LoginState,
+    now: UnixMs,
+) -> Result<SessionRecord, Error> {
+    let provider = providers.get()?;
+    check_issuer_parameter(&provider, response.iss.as_deref())?;
+    if let Some(error) = &response.error {
+        return Err(LoginError::Provider {
+            error: truncate(error, 100),
+            description: response
+                .error_description
+                .as_deref()
+                .map(|d| truncate(d, 300)),
+        }
+        .into());
+    }
+    let code = response.code.clone().ok_or(LoginError::MissingCode)?;
+    let tokens = exchange_code(&provider, http, code, login.pkce_verifier).await?;
+    let id_token = tokens
+        .id_token()
+        .ok_or_else(|| LoginError::InvalidTokenResponse("no id_token".into()))?;
+    let mut claims = verify_id_token(
+        providers,
+        http,
+        provider,
+        id_token,
+        &tokens,
+        &login.nonce,
+        now,
+    )
+    .await?;
+    let sub = claims
+        .get("sub")
+        .and_then(Value::as_str)
+        .ok_or_else(|| LoginError::InvalidIdToken("no sub".into()))?
+        .to_string();
+    let sid = claims.get("sid").and_then(Value::as_str).map(String::from);
+    let provider = providers.get()?;
+    if let Some(info) = userinfo(&provider, http, tokens.access_token().secret(), &sub).await {
+        for (k, v) in info {
+            if !PROTOCOL_CLAIMS.contains(&k.as_str()) {
+                claims.insert(k, v);
+            }
+        }
+    }
+    for k in TOKEN_ONLY_CLAIMS {
+        claims.remove(*k);
+    }
+    Ok(SessionRecord {
+        sub,
+        sid,
+        claims,
+        tokens: Tokens {
+            access_token: Sensitive::new(tokens.access_token().secret().clone()),
+            access_token_expires_at: tokens
+                .expires_in()
+                .map(|d| now.saturating_add(d.as_millis() as u64)),
+            refresh_token: tokens
+                .refresh_token()
+                .map(|t| Sensitive::new(t.secret().clone())),
+            id_token: Sensitive::new(id_token.to_string()),
+            scope: tokens
+                .scopes()
+                .map(|s| s.iter().map(|s| s.as_str()).collect::<Vec<_>>().join(" ")),
+        },
+    })
+}
+
+/// RFC 9207: when the response names its issuer it must be ours; when the provider
+/// promised to always name it, it must be there (mix-up attack defence).
+fn check_issuer_parameter(provider: &Provider, iss: Option<&str>) -> Result<(), LoginError> {
+    match iss {
+        Some(iss) if iss == provider.issuer() => Ok(()),
+        Some(_) => Err(LoginError::IssuerMismatch),
+        None if provider
+            .extra()
+            .authorization_response_iss_parameter_supported =>
+        {
+            Err(LoginError::IssuerMismatch)
+        }
+        None => Ok(()),
+    }
+}
+
+async fn exchange_code(
+    provider: &Provider,
+    http: &OidcHttp,
+    code: String,
+    verifier: String,
+) -> Result<CoreTokenResponse, Error> {
+    let request = provider
+        .client
+        .exchange_code(AuthorizationCode::new(code))
+        .map_err(|e| Error::Internal(format!("provider has no token endpoint: {e}")))?
+        .set_pkce_verifier(PkceCodeVerifier::new(verifier));
+    let tokens = request.request_async(http).await.map_err(|e| match e {
+        RequestTokenError::ServerResponse(r) => {
+            LoginError::CodeRejected(format!("{}", r.error())).into()
+        }
+        RequestTokenError::Request(e) => Error::ProviderUnavailable(format!("token endpoint: {e}")),
+        other => LoginError::InvalidTokenResponse(error_chain(&other)).into(),
+    })?;
+    if *tokens.token_type() != CoreTokenType::Bearer {
+        return Err(LoginError::InvalidTokenResponse(format!(
+            "token_type {:?} is not Bearer",
+            tokens.token_type()
+        ))
+        .into());
+    }
+    Ok(tokens)
+}
+
+async fn verify_id_token(
+    providers: &ProviderHandle,
+    http: &OidcHttp,
+    provider: Arc<Provider>,
+    id_token: &CoreIdToken,
+    tokens: &CoreTokenResponse,
+    nonce: &str,
+    now: UnixMs,
+) -> Result<Map<String, Value>, Error> {
+    let nonce = Nonce::new(nonce.to_string());
+    match check_id_token(&provider, id_token, tokens, &nonce, now) {
+        // A key id we do not know: the provider may have rotated its keys.
+        Err(ClaimsVerificationError::SignatureVerification(
+            SignatureVerificationError::NoMatchingKey,
+        )) => match providers.refresh_jwks(http).await? {
+            Some(p) => check_id_token(&p, id_token, tokens, &nonce, now),
+            None => Err(ClaimsVerificationError::SignatureVerification(
+                SignatureVerificationError::NoMatchingKey,
+            )),
+        },
+        other => other,
+    }
+    .map_err(|e| LoginError::InvalidIdToken(error_chain(&e)).into())
+}
+
+fn check_id_token(
+    provider: &Provider,
+    id_token: &CoreIdToken,
+    tokens: &CoreTokenResponse,
+    nonce: &Nonce,
+    now: UnixMs,
+) -> Result<Map<String, Value>, ClaimsVerificationError> {
+    let now_secs = (now / 1000) as i64;
+    let verifier = provider
+        .client
+        .id_token_verifier()
+        .set_issue_time_verifier_fn(move |iat| {
+            if iat.timestamp() > now_secs + CLOCK_SKEW_SECS {
+                Err("issued in the future".to_string())
+            } else {
+                Ok(())
+            }
+        });
+    let claims = id_token.claims(&verifier, nonce)?;
+    if let Some(expected) = claims.access_token_hash() {
+        let other = |e: &dyn std::fmt::Display| ClaimsVerificationError::Other(e.to_string());
+        let alg = id_token.signing_alg().map_err(|e| other(&e))?;
+        let key = id_token.signing_key(&verifier).map_err(|e| other(&e))?;
+        let actual =
+            AccessTokenHash::from_token(tokens.access_token(), alg, key).map_err(|e| other(&e))?;
+        if actual != *expected {
+            return Err(ClaimsVerificationError::Other("at_hash mismatch".into()));
+        }
+    }
+    payload_claims(&id_token.to_string())
+        .ok_or_else(|| ClaimsVerificationError::Other("payload is not a JSON object".into()))
+}
+
+/// The JSON payload of a JWT whose signature was already verified.
+fn payload_claims(jwt: &str) -> Option<Map<String, Value>> {
+    jwt.split('.')
+        .nth(1)
+        .and_then(|p| URL_SAFE_NO_PAD.decode(p).ok())
+        .and_then(|bytes| serde_json::from_slice::<Map<String, Value>>(&bytes).ok())
+}
+
+/// The provider's userinfo claims, or `None` when it has no such endpoint, refuses
+/// this access token (common for JWT access tokens bound to an API), or answers
+/// about another subject (then the answer must not be used at all).
+async fn userinfo(
+    provider: &Provider,
+    http: &OidcHttp,
+    access_token: &str,
+    sub: &str,
+) -> Option<Map<String, Value>> {
+    let endpoint = provider.metadata.userinfo_endpoint()?;
+    let mut res = http
+        .client()
+        .get(endpoint.as_str())
+        .insert_header(("Authorization", format!("Bearer {access_token}")))
+        .insert_header(("Accept", "application/json"))
+        .send()
+        .await
+        .map_err(|e| tracing::debug!("userinfo unreachable: {e}"))
+        .ok()?;
+    if !res.status().is_success() {
+        tracing::debug!(
+            status = res.status().as_u16(),
+            "userinfo refused the access token; using ID token claims only"
+        );
+        return None;
+    }
+    let info: Map<String, Value> = res.json().limit(256 * 1024).await.ok()?;
+    if info.get("sub").and_then(Value::as_str) != Some(sub) {
+        tracing::warn!("userinfo answered for another subject; ignoring it");
+        return None;
+    }
+    Some(info)
+}
+
+fn truncate(s: &str, max: usize) -> String {
+    s.chars().take(max).collect()
+}

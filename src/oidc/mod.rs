@@ -1,0 +1,12 @@
+//! OpenID Connect relying-party logic: discovery and keys, the authorization
+//! request, the callback (code exchange and ID-token validation), and logout.
+//! HTTP handlers live in `routes`; this module knows nothing of actix requests.
+
+pub mod callback;
+pub mod http;
+pub mod login;
+pub mod logout;
+pub mod provider;
+
+pub use http::OidcHttp;
+pub use provider::{Provider, ProviderHandle};

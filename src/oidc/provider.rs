@@ -1,0 +1,198 @@
+//! The provider's metadata and signing keys, discovered at start-up.
+//!
+//! Discovery retries with capped exponential backoff until the provider answers
+//! (`/readyz` is 503 meanwhile), so spa-bff can start before its provider. The
+//! JWKS is cached with the metadata and fetched again when a token names a key id
+//! we do not know (key rotation), at most once per [`JWKS_REFRESH_MIN_INTERVAL`].
+
+use crate::config::{ClientAuth, Settings};
+use crate::error::Error;
+use crate::oidc::http::OidcHttp;
+use openidconnect::core::{
+    CoreAuthDisplay, CoreClaimName, CoreClaimType, CoreClient, CoreClientAuthMethod, CoreGrantType,
+    CoreJsonWebKey, CoreJweContentEncryptionAlgorithm, CoreJweKeyManagementAlgorithm,
+    CoreResponseMode, CoreResponseType, CoreSubjectIdentifierType,
+};
+use openidconnect::{
+    AdditionalProviderMetadata, AuthType, ClientId, ClientSecret, EndpointMaybeSet, EndpointNotSet,
+    EndpointSet, IssuerUrl, JsonWebKeySet, ProviderMetadata, RedirectUrl,
+};
+use serde::{Deserialize, Serialize};
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::{Duration, Instant};
+
+/// Do not hammer the provider's JWKS endpoint with tokens naming unknown keys.
+pub const JWKS_REFRESH_MIN_INTERVAL: Duration = Duration::from_secs(10);
+const DISCOVERY_BACKOFF_START: Duration = Duration::from_millis(200);
+const DISCOVERY_BACKOFF_MAX: Duration = Duration::from_secs(5);
+
+/// Discovery fields openidconnect does not model.
+#[derive(Clone, Debug, Default, Deserialize, Serialize)]
+pub struct ExtraMetadata {
+    /// RP-initiated logout (OpenID Connect RP-Initiated Logout 1.0).
+    pub end_session_endpoint: Option<String>,
+    /// RFC 7009 token revocation.
+    pub revocation_endpoint: Option<String>,
+    /// RFC 9207: the provider always adds `iss` to authorization responses.
+    #[serde(default)]
+    pub authorization_response_iss_parameter_supported: bool,
+}
+
+impl AdditionalProviderMetadata for ExtraMetadata {}
+
+pub type Metadata = ProviderMetadata<
+    ExtraMetadata,
+    CoreAuthDisplay,
+    CoreClientAuthMethod,
+    CoreClaimName,
+    CoreClaimType,
+    CoreGrantType,
+    CoreJweContentEncryptionAlgorithm,
+    CoreJweKeyManagementAlgorithm,
+    CoreJsonWebKey,
+    CoreResponseMode,
+    CoreResponseType,
+    CoreSubjectIdentifierType,
+>;
+
+pub type OidcClient = CoreClient<
+    EndpointSet,
+    EndpointNotSet,
+    EndpointNotSet,
+    EndpointNotSet,
+    EndpointMaybeSet,
+    EndpointMaybeSet,
+>;
+
+/// A discovered provider: metadata, keys, and a client configured for spa-bff.
+pub struct Provider {
+    pub metadata: Metadata,
+    pub client: OidcClient,
+}
+
+impl Provider {
+    fn new(metadata: Metadata, settings: &Settings) -> Result<Self, String> {
+        let oidc = &settings.oidc;
+        let redirect = RedirectUrl::new(settings.server.redirect_uri())
+            .map_err(|e| format!("redirect URI: {e}"))?;
+        let client = CoreClient::from_provider_metadata(
+            metadata.clone(),
+            ClientId::new(oidc.client_id.clone()),
+            Some(ClientSecret::new(oidc.client_secret.expose().to_string())),
+        )
+        .set_redirect_uri(redirect)
+        .set_auth_type(match oidc.client_auth {
+            ClientAuth::ClientSecretBasic => AuthType::BasicAuth,
+            ClientAuth::ClientSecretPost => AuthType::RequestBody,
+        });
+        Ok(Self { metadata, client })
+    }
+
+    pub fn issuer(&self) -> &str {
+        self.metadata.issuer().as_str()
+    }
+
+    pub fn extra(&self) -> &ExtraMetadata {
+        self.metadata.additional_metadata()
+    }
+}
+
+/// The current provider, shared by every worker; empty until discovery succeeds.
+pub struct ProviderHandle {
+    settings: Arc<Settings>,
+    current: RwLock<Option<Arc<Provider>>>,
+    last_jwks_refresh: Mutex<Option<Instant>>,
+}
+
+impl ProviderHandle {
+    pub fn new(settings: Arc<Settings>) -> Arc<Self> {
+        Arc::new(Self {
+            settings,
+            current: RwLock::new(None),
+            last_jwks_refresh: Mutex::new(None),
+        })
+    }
+
+    /// The discovered provider, or 503 while discovery has not succeeded yet.
+    pub fn get(&self) -> Result<Arc<Provider>, Error> {
+        self.current
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+            .ok_or_else(|| Error::ProviderUnavailable("provider discovery not done yet".into()))
+    }
+
+    pub fn is_ready(&self) -> bool {
+        self.get().is_ok()
+    }
+
+    fn set(&self, provider: Provider) {
+        *self.current.write().unwrap_or_else(|p| p.into_inner()) = Some(Arc::new(provider));
+    }
+
+    /// Fetches the discovery document and JWKS once.
+    pub async fn discover(&self, http: &OidcHttp) -> Result<(), String> {
+        let issuer =
+            IssuerUrl::new(self.settings.oidc.issuer.clone()).map_err(|e| e.to_string())?;
+        let metadata = Metadata::discover_async(issuer, http)
+            .await
+            .map_err(|e| error_chain(&e))?;
+        self.set(Provider::new(metadata, &self.settings)?);
+        Ok(())
+    }
+
+    /// Retries discovery with capped exponential backoff until it succeeds.
+    pub async fn discover_until_ready(self: Arc<Self>) {
+        let http = OidcHttp::new(self.settings.oidc.http_timeout);
+        let mut delay = DISCOVERY_BACKOFF_START;
+        loop {
+            match self.discover(&http).await {
+                Ok(()) => {
+                    tracing::info!(issuer = %self.settings.oidc.issuer, "provider discovered");
+                    return;
+                }
+                Err(e) => {
+                    tracing::warn!(issuer = %self.settings.oidc.issuer, retry_in_ms = delay.as_millis() as u64, "provider discovery failed: {e}");
+                    tokio::time::sleep(delay).await;
+                    delay = (delay * 2).min(DISCOVERY_BACKOFF_MAX);
+                }
+            }
+        }
+    }
+
+    /// Fetches the JWKS again after a token named an unknown key. Returns the
+    /// provider to retry with, or `None` when a refresh happened too recently.
+    pub async fn refresh_jwks(&self, http: &OidcHttp) -> Result<Option<Arc<Provider>>, Error> {
+        {
+            let mut last = self
+                .last_jwks_refresh
+                .lock()
+                .unwrap_or_else(|p| p.into_inner());
+            if last.is_some_and(|t| t.elapsed() < JWKS_REFRESH_MIN_INTERVAL) {
+                return Ok(None);
+            }
+            *last = Some(Instant::now());
+        }
+        let current = self.get()?;
+        let jwks = JsonWebKeySet::fetch_async(current.metadata.jwks_uri(), http)
+            .await
+            .map_err(|e| Error::ProviderUnavailable(format!("JWKS: {}", error_chain(&e))))?;
+        let metadata = current.metadata.clone().set_jwks(jwks);
+        let provider = Provider::new(metadata, &self.settings).map_err(Error::Internal)?;
+        self.set(provider);
+        tracing::info!("provider signing keys refreshed");
+        Ok(Some(self.get()?))
+    }
+}
+
+/// An error and its sources, for logs.
+pub fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut out = e.to_string();
+    let mut source = e.source();
+    while let Some(s) = source {
+        out.push_str(": ");
+        out.push_str(&s.to_string());
+        source = s.source();
+    }
+    out
+}

@@ -1,0 +1,53 @@
+//! Thin HTTP handlers: extract, call one domain function, map the result.
+
+pub mod callback;
+pub mod health;
+pub mod login;
+pub mod logout;
+pub mod spa;
+pub mod user;
+
+use actix_web::web;
+use std::path::PathBuf;
+
+/// Paths owned by spa-bff: the SPA fallback never answers them or below them.
+pub const RESERVED_PATHS: &[&str] = &[
+    "/login",
+    "/callback",
+    "/user",
+    "/logout",
+    "/healthz",
+    "/readyz",
+];
+
+/// The one route table.
+pub fn configure(static_dir: Option<PathBuf>) -> impl FnOnce(&mut web::ServiceConfig) {
+    move |cfg| {
+        cfg.route("/login", web::get().to(login::login))
+            .route("/callback", web::get().to(callback::callback))
+            .route("/user", web::get().to(user::user))
+            .service(
+                web::resource("/logout")
+                    .route(web::post().to(logout::logout))
+                    .default_service(web::to(logout::wrong_method)),
+            )
+            .route("/healthz", web::get().to(health::healthz))
+            .route("/readyz", web::get().to(health::readyz));
+        spa::configure(cfg, static_dir);
+    }
+}
+
+/// The query string as pairs; never fails (undecodable bytes become U+FFFD).
+pub fn query_pairs(req: &actix_web::HttpRequest) -> Vec<(String, String)> {
+    url::form_urlencoded::parse(req.query_string().as_bytes())
+        .into_owned()
+        .collect()
+}
+
+/// The first value of query parameter `name`.
+pub fn query_param(req: &actix_web::HttpRequest, name: &str) -> Option<String> {
+    query_pairs(req)
+        .into_iter()
+        .find(|(k, _)| k == name)
+        .map(|(_, v)| v)
+}

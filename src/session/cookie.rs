@@ -1,0 +1,245 @@
+//! The cookies spa-bff sets: the session cookie, and one short-lived login cookie
+//! per login in progress that binds the `state` to the browser that started it.
+//!
+//! Values are encrypted and authenticated with AES-256-GCM by the `cookie` crate's
+//! private jar (the cookie name is the associated data). The first configured key
+//! encrypts; every key decrypts, so keys can be rotated. Anything that does not
+//! decrypt — tampered, truncated, foreign, empty — is simply "no cookie".
+
+use crate::config::{SameSite, SessionSettings};
+use crate::session::crypto::{digest_hex, SessionRef};
+use actix_web::cookie::{self, Cookie, CookieJar, Key};
+use actix_web::HttpRequest;
+use std::time::Duration;
+use subtle::ConstantTimeEq;
+
+pub struct CookieCodec {
+    keys: Vec<Key>,
+    name: String,
+    secure: bool,
+    same_site: SameSite,
+}
+
+impl CookieCodec {
+    pub fn new(settings: &SessionSettings) -> Self {
+        Self {
+            keys: settings
+                .cookie_keys
+                .iter()
+                .map(|k| Key::derive_from(k.expose()))
+                .collect(),
+            name: settings.cookie_name.clone(),
+            secure: !settings.insecure_cookies,
+            same_site: settings.same_site,
+        }
+    }
+
+    pub fn session_cookie_name(&self) -> &str {
+        &self.name
+    }
+
+    /// The session cookie for `reference`, living `max_age` (the absolute timeout).
+    pub fn session_cookie(&self, reference: &SessionRef, max_age: Duration) -> Cookie<'static> {
+        let same_site = match self.same_site {
+            SameSite::Lax => cookie::SameSite::Lax,
+            SameSite::Strict => cookie::SameSite::Strict,
+        };
+        let c = self.base(self.name.clone(), reference.encode(), same_site, max_age);
+        self.encrypt(c)
+    }
+
+    /// A cookie that deletes the session cookie.
+    pub fn clear_session(&self) -> Cookie<'static> {
+        self.removal(self.name.clone())
+    }
+
+    /// The session reference of the first session cookie that decrypts.
+    pub fn read_session(&self, req: &HttpRequest) -> Option<SessionRef> {
+        self.values(req, &self.name)
+            .into_iter()
+            .find_map(|v| SessionRef::decode(&self.decrypt(&self.name, &v)?))
+    }
+
+    fn login_cookie_name(&self, state: &str) -> String {
+        format!(
+            "{}-login-{}",
+            self.name,
+            &digest_hex(b"spa-bff/login-cookie/v1", state.as_bytes())[..16]
+        )
+    }
+
+    /// Binds a login's `state` to this browser. Always `SameSite=Lax`: it must come
+    /// back on the provider's top-level redirect to /callback.
+    pub fn login_cookie(&self, state: &str, max_age: Duration) -> Cookie<'static> {
+        let c = self.base(
+            self.login_cookie_name(state),
+            state.to_string(),
+            cookie::SameSite::Lax,
+            max_age,
+        );
+        self.encrypt(c)
+    }
+
+    /// Whether this browser holds the login cookie for `state`.
+    pub fn has_login(&self, req: &HttpRequest, state: &str) -> bool {
+        let name = self.login_cookie_name(state);
+        self.values(req, &name).into_iter().any(|v| {
+            self.decrypt(&name, &v)
+                .is_some_and(|s| bool::from(s.as_bytes().ct_eq(state.as_bytes())))
+        })
+    }
+
+    pub fn clear_login(&self, state: &str) -> Cookie<'static> {
+        self.removal(self.login_cookie_name(state))
+    }
+
+    fn base(
+        &self,
+        name: String,
+        value: String,
+        same_site: cookie::SameSite,
+        max_age: Duration,
+    ) -> Cookie<'static> {
+        Cookie::build(name, value)
+            .path("/")
+            .http_only(true)
+            .secure(self.secure)
+            .same_site(same_site)
+            .max_age(cookie::time::Duration::seconds(max_age.as_secs() as i64))
+            .finish()
+    }
+
+    fn removal(&self, name: String) -> Cookie<'static> {
+        let mut c = self.base(name, String::new(), cookie::SameSite::Lax, Duration::ZERO);
+        c.make_removal();
+        c
+    }
+
+    fn encrypt(&self, c: Cookie<'static>) -> Cookie<'static> {
+        let name = c.name().to_string();
+        let mut jar = CookieJar::new();
+        jar.private_mut(&self.keys[0]).add(c);
+        jar.get(&name)
+            .cloned()
+            .expect("the private jar keeps what was just added")
+    }
+
+    fn decrypt(&self, name: &str, value: &str) -> Option<String> {
+        if value.is_empty() {
+            return None;
+        }
+        self.keys.iter().find_map(|key| {
+            let mut jar = CookieJar::new();
+            jar.add_original(Cookie::new(name.to_string(), value.to_string()));
+            jar.private(key).get(name).map(|c| c.value().to_string())
+        })
+    }
+
+    /// Every value sent under `name` (a hostile sibling domain may add duplicates).
+    fn values(&self, req: &HttpRequest, name: &str) -> Vec<String> {
+        req.cookies()
+            .map(|all| {
+                all.iter()
+                    .filter(|c| c.name() == name)
+                    .map(|c| c.value().to_string())
+                    .collect()
+            })
+            .unwrap_or_default()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::{KeyMaterial, SessionSettings};
+    use crate::secret::Sensitive;
+    use actix_web::test::TestRequest;
+
+    fn settings(keys: &[&[u8]], insecure: bool) -> SessionSettings {
+        SessionSettings {
+            redis_url: Sensitive::new("redis://127.0.0.1"),
+            key_prefix: "t:".into(),
+            cookie_name: if insecure {
+                "spa-bff"
+            } else {
+                "__Host-spa-bff"
+            }
+            .into(),
+            cookie_keys: keys.iter().map(|k| KeyMaterial::new(k.to_vec())).collect(),
+            idle_timeout: Duration::from_secs(60),
+            absolute_timeout: Duration::from_secs(600),
+            same_site: SameSite::Lax,
+            insecure_cookies: insecure,
+            redis_timeout: Duration::from_secs(1),
+        }
+    }
+
+    fn request_with(name: &str, value: &str) -> HttpRequest {
+        TestRequest::default()
+            .cookie(Cookie::new(name.to_string(), value.to_string()))
+            .to_http_request()
+    }
+
+    #[test]
+    fn session_cookie_has_the_hardened_attributes() {
+        let codec = CookieCodec::new(&settings(&[&[7u8; 32]], false));
+        let c = codec.session_cookie(&SessionRef::generate(), Duration::from_secs(600));
+        let s = c.to_string();
+        assert!(s.starts_with("__Host-spa-bff="), "{s}");
+        for attr in [
+            "HttpOnly",
+            "Secure",
+            "SameSite=Lax",
+            "Path=/",
+            "Max-Age=600",
+        ] {
+            assert!(s.contains(attr), "{attr} missing in {s}");
+        }
+        assert!(!s.contains("Domain"), "{s}");
+    }
+
+    #[test]
+    fn cookie_round_trips_and_keys_rotate() {
+        let old = settings(&[&[1u8; 32]], false);
+        let rotated = settings(&[&[2u8; 32], &[1u8; 32]], false);
+        let foreign = settings(&[&[3u8; 32]], false);
+        let r = SessionRef::generate();
+        let c = CookieCodec::new(&old).session_cookie(&r, Duration::from_secs(60));
+        let req = request_with(c.name(), c.value());
+        assert_eq!(CookieCodec::new(&old).read_session(&req), Some(r.clone()));
+        assert_eq!(CookieCodec::new(&rotated).read_session(&req), Some(r));
+        assert_eq!(CookieCodec::new(&foreign).read_session(&req), None);
+    }
+
+    #[test]
+    fn tampered_truncated_and_empty_cookies_are_no_session() {
+        let codec = CookieCodec::new(&settings(&[&[1u8; 32]], false));
+        let c = codec.session_cookie(&SessionRef::generate(), Duration::from_secs(60));
+        let v = c.value().to_string();
+        let mut flipped = v.clone().into_bytes();
+        flipped[10] = if flipped[10] == b'A' { b'B' } else { b'A' };
+        for bad in [
+            String::from_utf8(flipped).unwrap(),
+            v[..v.len() / 2].to_string(),
+            String::new(),
+            "%%%not-base64".into(),
+        ] {
+            assert_eq!(
+                codec.read_session(&request_with(c.name(), &bad)),
+                None,
+                "{bad}"
+            );
+        }
+    }
+
+    #[test]
+    fn login_cookie_binds_exactly_one_state() {
+        let codec = CookieCodec::new(&settings(&[&[1u8; 32]], true));
+        let c = codec.login_cookie("state-a", Duration::from_secs(600));
+        assert!(c.to_string().contains("SameSite=Lax"));
+        assert!(!c.to_string().contains("Secure"));
+        let req = request_with(c.name(), c.value());
+        assert!(codec.has_login(&req, "state-a"));
+        assert!(!codec.has_login(&req, "state-b"));
+    }
+}

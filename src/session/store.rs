@@ -1,0 +1,198 @@
+//! The session store on Redis.
+//!
+//! One Redis hash per session, under `<prefix>session:{<sha256 of the session id>}`
+//! (the braces are a Redis Cluster hash tag, so every key of one session lands in
+//! one slot). Fields: `data` (the [`SessionRecord`] as JSON, sealed under the
+//! per-session secret), `created` and `seen` (Unix ms, needed for the expiry rules
+//! and not secret), `ver` (bumped on every rewrite, for compare-and-set updates).
+//! The key's TTL always equals the time left under the idle and absolute timeouts.
+
+use crate::error::Error;
+use crate::session::backend::RedisHandle;
+use crate::session::crypto::SessionRef;
+use crate::session::expiry::ExpiryPolicy;
+use crate::session::record::SessionRecord;
+use crate::time::UnixMs;
+use redis::Script;
+use std::sync::LazyLock;
+
+/// Moves `seen` forward and re-arms the TTL, only if the session still exists.
+static TOUCH: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(
+        r"if redis.call('EXISTS', KEYS[1]) == 1 then
+            local seen = tonumber(redis.call('HGET', KEYS[1], 'seen') or '0')
+            if tonumber(ARGV[1]) > seen then
+              redis.call('HSET', KEYS[1], 'seen', ARGV[1])
+              redis.call('PEXPIRE', KEYS[1], ARGV[2])
+            end
+            return 1
+          end
+          return 0",
+    )
+});
+
+/// A session read from Redis, with the facts the expiry rules need.
+#[derive(Debug, Clone)]
+pub struct LoadedSession {
+    pub reference: SessionRef,
+    pub record: SessionRecord,
+    pub created_at: UnixMs,
+    pub last_seen: UnixMs,
+    pub version: u64,
+}
+
+pub struct SessionStore {
+    redis: RedisHandle,
+    prefix: String,
+    expiry: ExpiryPolicy,
+}
+
+impl SessionStore {
+    pub fn new(redis: RedisHandle, prefix: impl Into<String>, expiry: ExpiryPolicy) -> Self {
+        Self {
+            redis,
+            prefix: prefix.into(),
+            expiry,
+        }
+    }
+
+    pub fn redis(&self) -> &RedisHandle {
+        &self.redis
+    }
+
+    pub fn expiry(&self) -> &ExpiryPolicy {
+        &self.expiry
+    }
+
+    pub fn prefix(&self) -> &str {
+        &self.prefix
+    }
+
+    /// The Redis key of a session.
+    pub fn key(&self, reference: &SessionRef) -> String {
+        format!("{}session:{{{}}}", self.prefix, reference.storage_id())
+    }
+
+    /// Saves a new session under a fresh random reference (never a caller-chosen one,
+    /// so a session id cannot be fixed by an attacker).
+    pub async fn create(&self, record: &SessionRecord, now: UnixMs) -> Result<SessionRef, Error> {
+        let reference = SessionRef::generate();
+        let key = self.key(&reference);
+        let blob = reference.seal(&serialize(record)?);
+        let ttl = self.expiry.idle.min(self.expiry.absolute).as_millis() as u64;
+        self.redis
+            .run(|mut c| async move {
+                redis::pipe()
+                    .atomic()
+                    .cmd("HSET")
+                    .arg(&key)
+                    .arg("data")
+                    .arg(blob)
+                    .arg("created")
+                    .arg(now)
+                    .arg("seen")
+                    .arg(now)
+                    .arg("ver")
+                    .arg(1)
+                    .ignore()
+                    .cmd("PEXPIRE")
+                    .arg(&key)
+                    .arg(ttl)
+                    .ignore()
+                    .query_async::<()>(&mut c)
+                    .await
+            })
+            .await?;
+        Ok(reference)
+    }
+
+    /// The live session for `reference`, or `None` when it does not exist, has
+    /// expired (it is then deleted), or does not decrypt. Records the activity.
+    pub async fn load(
+        &self,
+        reference: &SessionRef,
+        now: UnixMs,
+    ) -> Result<Option<LoadedSession>, Error> {
+        let key = self.key(reference);
+        let k = key.clone();
+        let (data, created, seen, version): (
+            Option<Vec<u8>>,
+            Option<u64>,
+            Option<u64>,
+            Option<u64>,
+        ) = self
+            .redis
+            .run(|mut c| async move {
+                redis::cmd("HMGET")
+                    .arg(&k)
+                    .arg(&["data", "created", "seen", "ver"])
+                    .query_async(&mut c)
+                    .await
+            })
+            .await?;
+        let (Some(data), Some(created), Some(seen)) = (data, created, seen) else {
+            return Ok(None);
+        };
+        if self.expiry.remaining(created, seen, now).is_none() {
+            self.delete(reference).await?;
+            return Ok(None);
+        }
+        let Some(plain) = reference.open(&data) else {
+            tracing::warn!(session = %&reference.storage_id()[..8], "session record does not decrypt");
+            return Ok(None);
+        };
+        let record: SessionRecord = match serde_json::from_slice(&plain) {
+            Ok(r) => r,
+            Err(e) => {
+                tracing::warn!(session = %&reference.storage_id()[..8], "unreadable session record: {e}");
+                return Ok(None);
+            }
+        };
+        let mut last_seen = seen;
+        if self.expiry.touch_due(seen, now) {
+            let ttl = self
+                .expiry
+                .remaining(created, now, now)
+                .map(|d| d.as_millis() as u64)
+                .unwrap_or(1);
+            let touched = self
+                .redis
+                .run(|mut c| async move {
+                    TOUCH
+                        .key(&key)
+                        .arg(now)
+                        .arg(ttl.max(1))
+                        .invoke_async::<i64>(&mut c)
+                        .await
+                })
+                .await;
+            match touched {
+                Ok(1) => last_seen = now,
+                Ok(_) => return Ok(None), // deleted meanwhile (logout elsewhere)
+                Err(e) => tracing::warn!("could not record session activity: {e}"),
+            }
+        }
+        Ok(Some(LoadedSession {
+            reference: reference.clone(),
+            record,
+            created_at: created,
+            last_seen,
+            version: version.unwrap_or(0),
+        }))
+    }
+
+    /// Removes the session. Deleting a missing session is not an error.
+    pub async fn delete(&self, reference: &SessionRef) -> Result<(), Error> {
+        let key = self.key(reference);
+        self.redis
+            .run(
+                |mut c| async move { redis::cmd("DEL").arg(&key).query_async::<i64>(&mut c).await },
+            )
+            .await
+            .map(|_| ())
+    }
+}
+
+fn serialize(record: &SessionRecord) -> Result<Vec<u8>, Error> {
+    serde_json::to_vec(record).map_err(|e| Error::Internal(format!("serialize session: {e}")))
+}

@@ -1,0 +1,73 @@
+//! Logging: a `tracing` subscriber (human-readable, or JSON with
+//! `SPA_BFF_LOG_FORMAT=json`), and a request span carrying a request id.
+//!
+//! Only the path is logged, never the query string (it carries authorization
+//! codes on /callback) nor any header value.
+
+use actix_web::body::MessageBody;
+use actix_web::dev::{ServiceRequest, ServiceResponse};
+use actix_web::http::header::{HeaderName, HeaderValue};
+use actix_web::middleware::Next;
+use std::time::Instant;
+use tracing::Instrument;
+use tracing_subscriber::EnvFilter;
+
+pub const REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
+
+/// Installs the global subscriber; `RUST_LOG` filters (default `info`).
+pub fn init() {
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
+    let json = std::env::var("SPA_BFF_LOG_FORMAT").is_ok_and(|v| v.eq_ignore_ascii_case("json"));
+    let builder = tracing_subscriber::fmt().with_env_filter(filter);
+    let _ = if json {
+        builder.json().flatten_event(true).try_init()
+    } else {
+        builder.try_init()
+    };
+}
+
+/// A request id: the caller's `X-Request-Id` when it is short and plain, else random.
+fn request_id(req: &ServiceRequest) -> String {
+    req.headers()
+        .get(&REQUEST_ID)
+        .and_then(|v| v.to_str().ok())
+        .filter(|v| {
+            !v.is_empty()
+                && v.len() <= 64
+                && v.bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b"-_.".contains(&b))
+        })
+        .map(String::from)
+        .unwrap_or_else(|| crate::session::crypto::random_token(12))
+}
+
+/// Middleware: one span per request, a log line when it finishes, `X-Request-Id` echoed.
+pub async fn trace_requests(
+    req: ServiceRequest,
+    next: Next<impl MessageBody + 'static>,
+) -> Result<ServiceResponse<impl MessageBody>, actix_web::Error> {
+    let id = request_id(&req);
+    let span = tracing::info_span!("request", method = %req.method(), path = %req.path(), request_id = %id);
+    let started = Instant::now();
+    let result = next.call(req).instrument(span.clone()).await;
+    let _entered = span.enter();
+    let elapsed_ms = started.elapsed().as_secs_f64() * 1000.0;
+    match result {
+        Ok(mut res) => {
+            let status = res.status().as_u16();
+            if status >= 500 {
+                tracing::warn!(status, elapsed_ms, "request failed");
+            } else {
+                tracing::info!(status, elapsed_ms, "request finished");
+            }
+            if let Ok(v) = HeaderValue::from_str(&id) {
+                res.headers_mut().insert(REQUEST_ID, v);
+            }
+            Ok(res)
+        }
+        Err(e) => {
+            tracing::warn!(elapsed_ms, "request error: {e}");
+            Err(e)
+        }
+    }
+}
