@@ -1,0 +1,185 @@
+//! Sessions end when they should, and spa-bff degrades to 503 (never 500, never a
+//! lost session) while Redis or the provider is away, healing when they return.
+
+use crate::app::{spawn_app, spawn_app_with, AppOptions};
+use crate::support::{self, free_port, Browser, Provider, ProviderOptions, RedisServer, RegisteredClient};
+use std::time::Duration;
+
+async fn sleep_ms(ms: u64) {
+    actix_web::rt::time::sleep(Duration::from_millis(ms)).await;
+}
+
+#[actix_web::test]
+async fn idle_timeout_ends_a_quiet_session_but_activity_keeps_it() {
+    let app = spawn_app(AppOptions {
+        idle_timeout: "2s",
+        absolute_timeout: "1m",
+        ..AppOptions::default()
+    })
+    .await;
+    let browser = Browser::new();
+    assert_eq!(app.login(&browser, "ida", "/").await.status, 302);
+    sleep_ms(1200).await;
+    assert_eq!(app.user(&browser).await.status, 200);
+    sleep_ms(1200).await; // 2.4 s after login, 1.2 s after the last request
+    assert_eq!(app.user(&browser).await.status, 200, "activity moved the idle deadline");
+    sleep_ms(2300).await;
+    let res = app.user(&browser).await;
+    assert_eq!(res.status, 401, "{}", res.text());
+}
+
+#[actix_web::test]
+async fn absolute_timeout_ends_even_an_active_session() {
+    let app = spawn_app(AppOptions {
+        idle_timeout: "2s",
+        absolute_timeout: "3s",
+        ..AppOptions::default()
+    })
+    .await;
+    let browser = Browser::new();
+    assert_eq!(app.login(&browser, "judy", "/").await.status, 302);
+    for _ in 0..2 {
+        sleep_ms(1200).await;
+        assert_eq!(app.user(&browser).await.status, 200);
+    }
+    sleep_ms(1000).await; // 3.4 s after login, 1 s after the last request
+    assert_eq!(app.user(&browser).await.status, 401);
+}
+
+#[actix_web::test]
+async fn readyz_waits_for_the_provider_and_login_is_503_meanwhile() {
+    let op_port = free_port();
+    let app = spawn_app(AppOptions {
+        issuer: format!("http://127.0.0.1:{op_port}"),
+        register: false,
+        ..AppOptions::default()
+    })
+    .await;
+    let browser = Browser::new();
+    assert_eq!(browser.get(&app.at("/healthz")).await.status, 200);
+    let ready = app.readyz().await;
+    assert_eq!(ready.status, 503);
+    assert_eq!(ready.json()["checks"]["provider"], "discovering");
+    assert_eq!(ready.json()["checks"]["redis"], "ok");
+
+    let api = browser.get_with(&app.at("/login"), &[("accept", "application/json")]).await;
+    assert_eq!(api.status, 503);
+    assert_eq!(api.json()["error"], "provider_unavailable");
+    let page = browser
+        .get_with(&app.at("/login"), &[("sec-fetch-mode", "navigate"), ("accept", "text/html")])
+        .await;
+    assert_eq!(page.status, 503);
+    assert!(page.text().contains("Temporarily unavailable"));
+
+    let _provider = Provider::start(ProviderOptions {
+        port: Some(op_port),
+        ..ProviderOptions::default()
+    });
+    app.wait_ready().await;
+    assert_eq!(browser.get(&app.at("/login")).await.status, 302);
+}
+
+#[actix_web::test]
+async fn redis_going_away_is_a_503_that_heals_without_losing_the_session() {
+    let redis = RedisServer::start();
+    let app = spawn_app(AppOptions {
+        redis_url: redis.url(),
+        ..AppOptions::default()
+    })
+    .await;
+    let browser = Browser::new();
+    assert_eq!(app.login(&browser, "ken", "/").await.status, 302);
+
+    // Redis hangs (every client paused): a bounded 503, and the cookie is kept.
+    let client = redis::Client::open(redis.url()).unwrap();
+    let mut admin = client.get_multiplexed_async_connection().await.unwrap();
+    let _: () = redis::cmd("CLIENT")
+        .arg("PAUSE")
+        .arg(2500)
+        .arg("ALL")
+        .query_async(&mut admin)
+        .await
+        .unwrap();
+    let started = std::time::Instant::now();
+    let res = app.user(&browser).await;
+    assert_eq!(res.status, 503, "{}", res.text());
+    assert_eq!(res.json()["error"], "store_unavailable");
+    assert!(started.elapsed() < Duration::from_secs(2), "bounded by redis_timeout");
+    assert!(res.set_cookies().is_empty(), "the cookie is not cleared on a 503");
+    // ...and heals: the same session is back once Redis answers.
+    support::eventually(Duration::from_secs(10), "session back after pause", || async {
+        (app.user(&browser).await.status == 200).then_some(())
+    })
+    .await;
+
+    // Redis stops (connection refused): 503 and not ready; back up: ready again.
+    redis.stop();
+    let res = app.user(&browser).await;
+    assert_eq!(res.status, 503, "{}", res.text());
+    let ready = app.readyz().await;
+    assert_eq!((ready.status, ready.json()["checks"]["redis"].clone()), (503, "unavailable".into()));
+    redis.start_again();
+    app.wait_ready().await;
+    // This Redis keeps nothing on disk, so the session is gone; a new login works.
+    assert_eq!(app.user(&browser).await.status, 401);
+    assert_eq!(app.login(&browser, "ken", "/").await.status, 302);
+    assert_eq!(app.user(&browser).await.status, 200);
+}
+
+#[actix_web::test]
+async fn rotated_provider_keys_are_fetched_again_on_an_unknown_kid() {
+    let app_port = free_port();
+    let client = RegisteredClient {
+        client_id: "rotation-test".into(),
+        client_secret: "rotation-test-secret-not-real".into(),
+        metadata: serde_json::Value::Null,
+    };
+    let clients = serde_json::json!([{
+        "client_id": client.client_id,
+        "client_secret": client.client_secret,
+        "redirect_uris": [format!("http://127.0.0.1:{app_port}/callback")],
+        "post_logout_redirect_uris": [format!("http://127.0.0.1:{app_port}/")],
+        "grant_types": ["authorization_code", "refresh_token"],
+        "response_types": ["code"],
+        "token_endpoint_auth_method": "client_secret_basic",
+    }]);
+    let provider = Provider::start(ProviderOptions {
+        clients_json: Some(clients.to_string()),
+        ..ProviderOptions::default()
+    });
+    let app = spawn_app_with(
+        AppOptions {
+            issuer: provider.issuer(),
+            client: Some(client),
+            port: Some(app_port),
+            ..AppOptions::default()
+        },
+        &provider,
+    )
+    .await;
+    let first = Browser::new();
+    assert_eq!(app.login(&first, "leo", "/").await.status, 302);
+    let kid_before = signing_kids(&provider).await;
+
+    // The provider restarts with new signing keys; spa-bff still has the old JWKS.
+    provider.stop();
+    provider.start_again();
+    assert_ne!(signing_kids(&provider).await, kid_before, "keys rotated");
+    let second = Browser::new();
+    let res = app.login(&second, "leo", "/").await;
+    assert_eq!(res.status, 302, "{}", res.text());
+    assert_eq!(app.user(&second).await.status, 200);
+}
+
+/// The key ids the provider publishes now.
+async fn signing_kids(provider: &Provider) -> Vec<String> {
+    let jwks_uri = provider.discovery().await["jwks_uri"].as_str().unwrap().to_string();
+    let mut res = support::http_client().get(&jwks_uri).send().await.unwrap();
+    let jwks: serde_json::Value = res.json().await.unwrap();
+    jwks["keys"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|k| k["kid"].as_str().map(String::from))
+        .collect()
+}
