@@ -83,6 +83,14 @@ async fn login_user_logout_round_trip_through_the_real_provider() {
     assert!(app.session_cookie(&browser).is_none(), "cookie cleared");
     assert!(redis_dump(&support::shared_redis().url(), &app.prefix).await.is_empty());
 
+    // The refresh token was revoked at the provider (RFC 7009), in the background.
+    let refresh_token = record.tokens.refresh_token.as_ref().unwrap().expose().to_string();
+    support::eventually(std::time::Duration::from_secs(5), "refresh token revoked", || async {
+        let (status, body) = refresh_at_provider(&app, &refresh_token).await;
+        (status == 400 && body["error"] == "invalid_grant").then_some(())
+    })
+    .await;
+
     // The provider accepts the logout and sends the browser home.
     let done = browser.provider_logout_confirm(&logout_url).await;
     assert_eq!(done.status, 303, "{}", done.text());
@@ -109,6 +117,18 @@ async fn stored_record(app: &TestApp, browser: &Browser) -> SessionRecord {
     let blob: Vec<u8> = redis::cmd("HGET").arg(&key).arg("data").query_async(&mut c).await.unwrap();
     let plain = reference.open(&blob).expect("record decrypts with the cookie's secret");
     serde_json::from_slice(&plain).unwrap()
+}
+
+async fn refresh_at_provider(app: &TestApp, refresh_token: &str) -> (u16, serde_json::Value) {
+    let discovery = support::shared_provider().discovery().await;
+    let mut res = support::http_client()
+        .post(discovery["token_endpoint"].as_str().unwrap())
+        .basic_auth(&app.client.client_id, &app.client.client_secret)
+        .send_form(&[("grant_type", "refresh_token"), ("refresh_token", refresh_token)])
+        .await
+        .unwrap();
+    let body = res.json().await.unwrap();
+    (res.status().as_u16(), body)
 }
 
 fn tokens_of(record: &SessionRecord) -> Vec<String> {
@@ -140,6 +160,12 @@ async fn redis_never_holds_a_token_or_the_cookie_in_plaintext() {
         }
         assert!(!value.contains("eyJ"), "{key} holds something that looks like a JWT");
     }
+    // The session key expires with the idle timeout (30 min here).
+    let client = redis::Client::open(support::shared_redis().url()).unwrap();
+    let mut c = client.get_multiplexed_async_connection().await.unwrap();
+    let key = dump[0].0.split('#').next().unwrap().to_string();
+    let pttl: i64 = redis::cmd("PTTL").arg(&key).query_async(&mut c).await.unwrap();
+    assert!(pttl > 29 * 60 * 1000 && pttl <= 30 * 60 * 1000, "PTTL {pttl}");
     // Only the session remains: the login state was consumed.
     assert!(dump.iter().all(|(k, _)| k.starts_with(&format!("{}session:{{", app.prefix))), "{dump:?}");
 }
