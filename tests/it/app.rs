@@ -155,7 +155,12 @@ impl TestApp {
 }
 
 /// Builds the settings file of a test app.
-pub fn settings_toml(opts: &AppOptions, public_url: &str, prefix: &str, client: &RegisteredClient) -> String {
+pub fn settings_toml(
+    opts: &AppOptions,
+    public_url: &str,
+    prefix: &str,
+    client: &RegisteredClient,
+) -> String {
     let static_dir = opts
         .static_dir
         .as_ref()
@@ -215,7 +220,9 @@ pub async fn spawn_app_with(opts: AppOptions, provider: &Provider) -> TestApp {
     let client = if let Some(c) = opts.client.clone() {
         c
     } else if opts.register {
-        provider.register_client(&public_url, opts.client_auth).await
+        provider
+            .register_client(&public_url, opts.client_auth)
+            .await
     } else {
         RegisteredClient {
             client_id: "not-registered".into(),
@@ -256,17 +263,28 @@ pub async fn redis_dump(redis_url: &str, prefix: &str) -> Vec<(String, Vec<u8>)>
         .unwrap();
     let mut out = Vec::new();
     for key in keys {
-        let kind: String = redis::cmd("TYPE").arg(&key).query_async(&mut c).await.unwrap();
+        let kind: String = redis::cmd("TYPE")
+            .arg(&key)
+            .query_async(&mut c)
+            .await
+            .unwrap();
         match kind.as_str() {
             "hash" => {
-                let fields: Vec<(String, Vec<u8>)> =
-                    redis::cmd("HGETALL").arg(&key).query_async(&mut c).await.unwrap();
+                let fields: Vec<(String, Vec<u8>)> = redis::cmd("HGETALL")
+                    .arg(&key)
+                    .query_async(&mut c)
+                    .await
+                    .unwrap();
                 for (f, v) in fields {
                     out.push((format!("{key}#{f}"), v));
                 }
             }
             "string" => {
-                let v: Vec<u8> = redis::cmd("GET").arg(&key).query_async(&mut c).await.unwrap();
+                let v: Vec<u8> = redis::cmd("GET")
+                    .arg(&key)
+                    .query_async(&mut c)
+                    .await
+                    .unwrap();
                 out.push((key, v));
             }
             other => out.push((key, other.as_bytes().to_vec())),

@@ -16,9 +16,18 @@ async fn login_user_logout_round_trip_through_the_real_provider() {
 
     // /login sends the browser to the provider with PKCE S256, state, nonce and the exact redirect URI.
     let authorize = app.start_login(&browser, "/dashboard?tab=1").await;
-    assert!(authorize.starts_with(&support::shared_provider().url("/auth")), "{authorize}");
-    assert_eq!(query_param(&authorize, "response_type").as_deref(), Some("code"));
-    assert_eq!(query_param(&authorize, "code_challenge_method").as_deref(), Some("S256"));
+    assert!(
+        authorize.starts_with(&support::shared_provider().url("/auth")),
+        "{authorize}"
+    );
+    assert_eq!(
+        query_param(&authorize, "response_type").as_deref(),
+        Some("code")
+    );
+    assert_eq!(
+        query_param(&authorize, "code_challenge_method").as_deref(),
+        Some("S256")
+    );
     assert!(query_param(&authorize, "code_challenge").is_some_and(|c| c.len() == 43));
     assert!(query_param(&authorize, "state").is_some_and(|s| s.len() >= 43));
     assert!(query_param(&authorize, "nonce").is_some_and(|s| s.len() >= 43));
@@ -33,12 +42,18 @@ async fn login_user_logout_round_trip_through_the_real_provider() {
 
     // The provider sends the browser back with a code; spa-bff sets the session cookie.
     let callback = browser.provider_login(&authorize, "alice").await;
-    assert!(query_param(&callback, "iss").is_some(), "provider sends RFC 9207 iss");
+    assert!(
+        query_param(&callback, "iss").is_some(),
+        "provider sends RFC 9207 iss"
+    );
     let res = browser.get(&app.local(&callback)).await;
     assert_eq!(res.status, 302, "{}", res.text());
     assert_eq!(res.location(), Some("/dashboard?tab=1"));
     let set_cookie = res.set_cookies().join("\n");
-    assert!(set_cookie.contains(&format!("{}=", app.cookie_name)), "{set_cookie}");
+    assert!(
+        set_cookie.contains(&format!("{}=", app.cookie_name)),
+        "{set_cookie}"
+    );
     assert!(set_cookie.contains("HttpOnly"), "{set_cookie}");
     assert!(app.session_cookie(&browser).is_some());
 
@@ -56,7 +71,10 @@ async fn login_user_logout_round_trip_through_the_real_provider() {
         .unwrap()
         .as_secs();
     let expires_at = body["session"]["expires_at"].as_u64().unwrap();
-    assert!(expires_at > now + 25 * 60 && expires_at <= now + 30 * 60 + 5, "{body}");
+    assert!(
+        expires_at > now + 25 * 60 && expires_at <= now + 30 * 60 + 5,
+        "{body}"
+    );
     let record = stored_record(&app, &browser).await;
     let text = user.text();
     for token in tokens_of(&record) {
@@ -75,26 +93,44 @@ async fn login_user_logout_round_trip_through_the_real_provider() {
         query_param(&logout_url, "id_token_hint").as_deref(),
         Some(record.tokens.id_token.expose())
     );
-    assert_eq!(query_param(&logout_url, "client_id"), Some(app.client.client_id.clone()));
+    assert_eq!(
+        query_param(&logout_url, "client_id"),
+        Some(app.client.client_id.clone())
+    );
     assert_eq!(
         query_param(&logout_url, "post_logout_redirect_uri"),
         Some(format!("{}/", app.public_url))
     );
     assert!(app.session_cookie(&browser).is_none(), "cookie cleared");
-    assert!(redis_dump(&support::shared_redis().url(), &app.prefix).await.is_empty());
+    assert!(redis_dump(&support::shared_redis().url(), &app.prefix)
+        .await
+        .is_empty());
 
     // The refresh token was revoked at the provider (RFC 7009), in the background.
-    let refresh_token = record.tokens.refresh_token.as_ref().unwrap().expose().to_string();
-    support::eventually(std::time::Duration::from_secs(5), "refresh token revoked", || async {
-        let (status, body) = refresh_at_provider(&app, &refresh_token).await;
-        (status == 400 && body["error"] == "invalid_grant").then_some(())
-    })
+    let refresh_token = record
+        .tokens
+        .refresh_token
+        .as_ref()
+        .unwrap()
+        .expose()
+        .to_string();
+    support::eventually(
+        std::time::Duration::from_secs(5),
+        "refresh token revoked",
+        || async {
+            let (status, body) = refresh_at_provider(&app, &refresh_token).await;
+            (status == 400 && body["error"] == "invalid_grant").then_some(())
+        },
+    )
     .await;
 
     // The provider accepts the logout and sends the browser home.
     let done = browser.provider_logout_confirm(&logout_url).await;
     assert_eq!(done.status, 303, "{}", done.text());
-    assert_eq!(done.location(), Some(format!("{}/", app.public_url).as_str()));
+    assert_eq!(
+        done.location(),
+        Some(format!("{}/", app.public_url).as_str())
+    );
 
     let after = app.user(&browser).await;
     assert_eq!(after.status, 401);
@@ -108,14 +144,24 @@ async fn stored_record(app: &TestApp, browser: &Browser) -> SessionRecord {
     let codec = CookieCodec::new(&settings.session);
     let value = app.session_cookie(browser).expect("session cookie");
     let req = actix_web::test::TestRequest::default()
-        .cookie(actix_web::cookie::Cookie::new(app.cookie_name.clone(), value))
+        .cookie(actix_web::cookie::Cookie::new(
+            app.cookie_name.clone(),
+            value,
+        ))
         .to_http_request();
     let reference: SessionRef = codec.read_session(&req).expect("cookie decrypts");
     let client = redis::Client::open(settings.session.redis_url.expose()).unwrap();
     let mut c = client.get_multiplexed_async_connection().await.unwrap();
     let key = format!("{}session:{{{}}}", app.prefix, reference.storage_id());
-    let blob: Vec<u8> = redis::cmd("HGET").arg(&key).arg("data").query_async(&mut c).await.unwrap();
-    let plain = reference.open(&blob).expect("record decrypts with the cookie's secret");
+    let blob: Vec<u8> = redis::cmd("HGET")
+        .arg(&key)
+        .arg("data")
+        .query_async(&mut c)
+        .await
+        .unwrap();
+    let plain = reference
+        .open(&blob)
+        .expect("record decrypts with the cookie's secret");
     serde_json::from_slice(&plain).unwrap()
 }
 
@@ -124,7 +170,10 @@ async fn refresh_at_provider(app: &TestApp, refresh_token: &str) -> (u16, serde_
     let mut res = support::http_client()
         .post(discovery["token_endpoint"].as_str().unwrap())
         .basic_auth(&app.client.client_id, &app.client.client_secret)
-        .send_form(&[("grant_type", "refresh_token"), ("refresh_token", refresh_token)])
+        .send_form(&[
+            ("grant_type", "refresh_token"),
+            ("refresh_token", refresh_token),
+        ])
         .await
         .unwrap();
     let body = res.json().await.unwrap();
@@ -133,7 +182,10 @@ async fn refresh_at_provider(app: &TestApp, refresh_token: &str) -> (u16, serde_
 
 fn tokens_of(record: &SessionRecord) -> Vec<String> {
     let t = &record.tokens;
-    let mut out = vec![t.access_token.expose().to_string(), t.id_token.expose().to_string()];
+    let mut out = vec![
+        t.access_token.expose().to_string(),
+        t.id_token.expose().to_string(),
+    ];
     out.extend(t.refresh_token.as_ref().map(|r| r.expose().to_string()));
     out
 }
@@ -158,16 +210,30 @@ async fn redis_never_holds_a_token_or_the_cookie_in_plaintext() {
             assert!(!value.contains(probe), "{key} holds a secret in plaintext");
             assert!(!key.contains(probe), "{key} names a secret");
         }
-        assert!(!value.contains("eyJ"), "{key} holds something that looks like a JWT");
+        assert!(
+            !value.contains("eyJ"),
+            "{key} holds something that looks like a JWT"
+        );
     }
     // The session key expires with the idle timeout (30 min here).
     let client = redis::Client::open(support::shared_redis().url()).unwrap();
     let mut c = client.get_multiplexed_async_connection().await.unwrap();
     let key = dump[0].0.split('#').next().unwrap().to_string();
-    let pttl: i64 = redis::cmd("PTTL").arg(&key).query_async(&mut c).await.unwrap();
-    assert!(pttl > 29 * 60 * 1000 && pttl <= 30 * 60 * 1000, "PTTL {pttl}");
+    let pttl: i64 = redis::cmd("PTTL")
+        .arg(&key)
+        .query_async(&mut c)
+        .await
+        .unwrap();
+    assert!(
+        pttl > 29 * 60 * 1000 && pttl <= 30 * 60 * 1000,
+        "PTTL {pttl}"
+    );
     // Only the session remains: the login state was consumed.
-    assert!(dump.iter().all(|(k, _)| k.starts_with(&format!("{}session:{{", app.prefix))), "{dump:?}");
+    assert!(
+        dump.iter()
+            .all(|(k, _)| k.starts_with(&format!("{}session:{{", app.prefix))),
+        "{dump:?}"
+    );
 }
 
 #[actix_web::test]
@@ -180,14 +246,23 @@ async fn a_replayed_callback_is_rejected() {
     assert_eq!(browser.get(&app.local(&callback)).await.status, 302);
 
     // Same browser, same callback: the login cookie is gone.
-    let replay = browser.get_with(&app.local(&callback), &json_accept()).await;
+    let replay = browser
+        .get_with(&app.local(&callback), &json_accept())
+        .await;
     assert_eq!(replay.status, 400);
     assert_eq!(replay.json()["error"], "invalid_state");
 
     // Even with the login cookie put back, the state was one-time (consumed in Redis).
-    let (name, value) = login_cookies[0].split(';').next().unwrap().split_once('=').unwrap();
+    let (name, value) = login_cookies[0]
+        .split(';')
+        .next()
+        .unwrap()
+        .split_once('=')
+        .unwrap();
     browser.set_cookie(&app.url, name, value);
-    let replay = browser.get_with(&app.local(&callback), &json_accept()).await;
+    let replay = browser
+        .get_with(&app.local(&callback), &json_accept())
+        .await;
     assert_eq!(replay.status, 400);
     assert_eq!(replay.json()["error"], "invalid_state");
 }
@@ -204,10 +279,16 @@ async fn a_forged_or_foreign_state_is_rejected_with_a_clear_page() {
     assert_eq!(forged.json()["error"], "invalid_state");
 
     let page = browser
-        .get_with(&app.at("/callback?code=abc"), &[("accept", "text/html"), ("sec-fetch-mode", "navigate")])
+        .get_with(
+            &app.at("/callback?code=abc"),
+            &[("accept", "text/html"), ("sec-fetch-mode", "navigate")],
+        )
         .await;
     assert_eq!(page.status, 400);
-    assert!(page.header("content-type").unwrap().starts_with("text/html"));
+    assert!(page
+        .header("content-type")
+        .unwrap()
+        .starts_with("text/html"));
     assert!(page.text().contains("Sign-in failed"), "{}", page.text());
 
     // A login started in another browser (login CSRF): the state exists, the binding does not.
@@ -227,9 +308,15 @@ async fn a_provider_error_is_shown_as_a_page_not_a_500() {
     let browser = Browser::new();
     let authorize = app.start_login(&browser, "/").await;
     let callback = browser.provider_abort(&authorize).await;
-    assert_eq!(query_param(&callback, "error").as_deref(), Some("access_denied"));
+    assert_eq!(
+        query_param(&callback, "error").as_deref(),
+        Some("access_denied")
+    );
     let res = browser
-        .get_with(&app.local(&callback), &[("accept", "text/html,application/xhtml+xml")])
+        .get_with(
+            &app.local(&callback),
+            &[("accept", "text/html,application/xhtml+xml")],
+        )
         .await;
     assert_eq!(res.status, 403);
     let page = res.text();
@@ -237,7 +324,9 @@ async fn a_provider_error_is_shown_as_a_page_not_a_500() {
     assert!(page.contains("<a href=\"/\">"), "{page}");
     assert!(app.session_cookie(&browser).is_none());
     // The state is consumed: the same response cannot be replayed.
-    let again = browser.get_with(&app.local(&callback), &json_accept()).await;
+    let again = browser
+        .get_with(&app.local(&callback), &json_accept())
+        .await;
     assert_eq!(again.status, 400);
 }
 
@@ -313,9 +402,19 @@ async fn two_tabs_logging_in_at_once_both_succeed() {
     let cb_a = browser.provider_login(&tab_a, "frank").await;
     let cb_b = browser.provider_login(&tab_b, "frank").await;
     let res_b = browser.get(&app.local(&cb_b)).await;
-    assert_eq!((res_b.status, res_b.location()), (302, Some("/b")), "{}", res_b.text());
+    assert_eq!(
+        (res_b.status, res_b.location()),
+        (302, Some("/b")),
+        "{}",
+        res_b.text()
+    );
     let res_a = browser.get(&app.local(&cb_a)).await;
-    assert_eq!((res_a.status, res_a.location()), (302, Some("/a")), "{}", res_a.text());
+    assert_eq!(
+        (res_a.status, res_a.location()),
+        (302, Some("/a")),
+        "{}",
+        res_a.text()
+    );
     assert_eq!(app.user(&browser).await.status, 200);
     // The later login replaced the earlier session rather than leaving it behind.
     let sessions = redis_dump(&support::shared_redis().url(), &app.prefix)
@@ -365,8 +464,14 @@ async fn secure_mode_sets_a_host_prefixed_secure_httponly_cookie() {
     let browser = Browser::new();
     let authorize = app.start_login(&browser, "/").await;
     let login_cookie = browser.last_set_cookies().join("\n");
-    assert!(login_cookie.contains("__Host-spa-bff-login-"), "{login_cookie}");
-    assert!(login_cookie.contains("Secure") && login_cookie.contains("SameSite=Lax"), "{login_cookie}");
+    assert!(
+        login_cookie.contains("__Host-spa-bff-login-"),
+        "{login_cookie}"
+    );
+    assert!(
+        login_cookie.contains("Secure") && login_cookie.contains("SameSite=Lax"),
+        "{login_cookie}"
+    );
     let callback = browser.provider_login(&authorize, "ivan").await;
     let res = browser.get(&app.local(&callback)).await;
     assert_eq!(res.status, 302, "{}", res.text());
@@ -375,9 +480,18 @@ async fn secure_mode_sets_a_host_prefixed_secure_httponly_cookie() {
         .into_iter()
         .find(|c| c.starts_with("__Host-spa-bff="))
         .expect("session cookie");
-    for attr in ["HttpOnly", "Secure", "SameSite=Lax", "Path=/", "Max-Age=43200"] {
+    for attr in [
+        "HttpOnly",
+        "Secure",
+        "SameSite=Lax",
+        "Path=/",
+        "Max-Age=43200",
+    ] {
         assert!(session.contains(attr), "{attr} missing: {session}");
     }
-    assert!(!session.to_ascii_lowercase().contains("domain="), "{session}");
+    assert!(
+        !session.to_ascii_lowercase().contains("domain="),
+        "{session}"
+    );
     assert_eq!(app.user(&browser).await.status, 200);
 }

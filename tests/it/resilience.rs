@@ -2,7 +2,9 @@
 //! lost session) while Redis or the provider is away, healing when they return.
 
 use crate::app::{spawn_app, spawn_app_with, AppOptions};
-use crate::support::{self, free_port, Browser, Provider, ProviderOptions, RedisServer, RegisteredClient};
+use crate::support::{
+    self, free_port, Browser, Provider, ProviderOptions, RedisServer, RegisteredClient,
+};
 use std::time::Duration;
 
 async fn sleep_ms(ms: u64) {
@@ -22,7 +24,11 @@ async fn idle_timeout_ends_a_quiet_session_but_activity_keeps_it() {
     sleep_ms(1200).await;
     assert_eq!(app.user(&browser).await.status, 200);
     sleep_ms(1200).await; // 2.4 s after login, 1.2 s after the last request
-    assert_eq!(app.user(&browser).await.status, 200, "activity moved the idle deadline");
+    assert_eq!(
+        app.user(&browser).await.status,
+        200,
+        "activity moved the idle deadline"
+    );
     sleep_ms(2300).await;
     let res = app.user(&browser).await;
     assert_eq!(res.status, 401, "{}", res.text());
@@ -62,11 +68,16 @@ async fn readyz_waits_for_the_provider_and_login_is_503_meanwhile() {
     assert_eq!(ready.json()["checks"]["provider"], "discovering");
     assert_eq!(ready.json()["checks"]["redis"], "ok");
 
-    let api = browser.get_with(&app.at("/login"), &[("accept", "application/json")]).await;
+    let api = browser
+        .get_with(&app.at("/login"), &[("accept", "application/json")])
+        .await;
     assert_eq!(api.status, 503);
     assert_eq!(api.json()["error"], "provider_unavailable");
     let page = browser
-        .get_with(&app.at("/login"), &[("sec-fetch-mode", "navigate"), ("accept", "text/html")])
+        .get_with(
+            &app.at("/login"),
+            &[("sec-fetch-mode", "navigate"), ("accept", "text/html")],
+        )
         .await;
     assert_eq!(page.status, 503);
     assert!(page.text().contains("Temporarily unavailable"));
@@ -104,12 +115,20 @@ async fn redis_going_away_is_a_503_that_heals_without_losing_the_session() {
     let res = app.user(&browser).await;
     assert_eq!(res.status, 503, "{}", res.text());
     assert_eq!(res.json()["error"], "store_unavailable");
-    assert!(started.elapsed() < Duration::from_secs(2), "bounded by redis_timeout");
-    assert!(res.set_cookies().is_empty(), "the cookie is not cleared on a 503");
+    assert!(
+        started.elapsed() < Duration::from_secs(2),
+        "bounded by redis_timeout"
+    );
+    assert!(
+        res.set_cookies().is_empty(),
+        "the cookie is not cleared on a 503"
+    );
     // ...and heals: the same session is back once Redis answers.
-    support::eventually(Duration::from_secs(10), "session back after pause", || async {
-        (app.user(&browser).await.status == 200).then_some(())
-    })
+    support::eventually(
+        Duration::from_secs(10),
+        "session back after pause",
+        || async { (app.user(&browser).await.status == 200).then_some(()) },
+    )
     .await;
 
     // Redis stops (connection refused): 503 and not ready; back up: ready again.
@@ -117,7 +136,10 @@ async fn redis_going_away_is_a_503_that_heals_without_losing_the_session() {
     let res = app.user(&browser).await;
     assert_eq!(res.status, 503, "{}", res.text());
     let ready = app.readyz().await;
-    assert_eq!((ready.status, ready.json()["checks"]["redis"].clone()), (503, "unavailable".into()));
+    assert_eq!(
+        (ready.status, ready.json()["checks"]["redis"].clone()),
+        (503, "unavailable".into())
+    );
     redis.start_again();
     app.wait_ready().await;
     // This Redis keeps nothing on disk, so the session is gone; a new login works.
@@ -173,7 +195,10 @@ async fn rotated_provider_keys_are_fetched_again_on_an_unknown_kid() {
 
 /// The key ids the provider publishes now.
 async fn signing_kids(provider: &Provider) -> Vec<String> {
-    let jwks_uri = provider.discovery().await["jwks_uri"].as_str().unwrap().to_string();
+    let jwks_uri = provider.discovery().await["jwks_uri"]
+        .as_str()
+        .unwrap()
+        .to_string();
     let mut res = support::http_client().get(&jwks_uri).send().await.unwrap();
     let jwks: serde_json::Value = res.json().await.unwrap();
     jwks["keys"]

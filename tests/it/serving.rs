@@ -8,7 +8,11 @@ use std::process::Command;
 #[actix_web::test]
 async fn static_files_and_index_fallback_for_client_side_routes_only() {
     let dir = tempfile::tempdir().unwrap();
-    std::fs::write(dir.path().join("index.html"), "<!doctype html><h1>demo spa</h1>").unwrap();
+    std::fs::write(
+        dir.path().join("index.html"),
+        "<!doctype html><h1>demo spa</h1>",
+    )
+    .unwrap();
     std::fs::write(dir.path().join("app.js"), "console.log('hi')").unwrap();
     std::fs::write(dir.path().join(".env"), "SECRET=1").unwrap();
     let app = spawn_app(AppOptions {
@@ -32,7 +36,9 @@ async fn static_files_and_index_fallback_for_client_side_routes_only() {
     assert!(route.text().contains("demo spa"));
     assert_eq!(route.header("cache-control"), Some("no-cache"));
 
-    let api_like = b.get_with(&app.at("/orders/42"), &[("accept", "application/json")]).await;
+    let api_like = b
+        .get_with(&app.at("/orders/42"), &[("accept", "application/json")])
+        .await;
     assert_eq!(api_like.status, 404);
     assert_eq!(api_like.json()["error"], "not_found");
     assert_eq!(b.get(&app.at("/missing.js")).await.status, 404);
@@ -41,7 +47,10 @@ async fn static_files_and_index_fallback_for_client_side_routes_only() {
         assert_eq!(res.status, 404, "{own} must not fall back to the SPA");
     }
     let dotfile = b.get_with(&app.at("/.env"), &[("accept", "*/*")]).await;
-    assert!(matches!(dotfile.status, 400 | 404), "hidden files are never served");
+    assert!(
+        matches!(dotfile.status, 400 | 404),
+        "hidden files are never served"
+    );
     assert!(!dotfile.text().contains("SECRET"));
     let traversal = b.get(&app.at("/..%2f..%2fetc%2fpasswd")).await;
     assert!(!traversal.text().contains("root:"), "path traversal");
@@ -53,23 +62,45 @@ async fn logout_cannot_be_triggered_cross_site() {
     let browser = Browser::new();
     assert_eq!(app.login(&browser, "mia", "/").await.status, 302);
 
-    let bare = browser.request("POST", &app.at("/logout"), &[], Vec::new()).await;
+    let bare = browser
+        .request("POST", &app.at("/logout"), &[], Vec::new())
+        .await;
     assert_eq!(bare.status, 403, "{}", bare.text());
     let evil = browser
-        .request("POST", &app.at("/logout"), &[("origin", "https://evil.example")], Vec::new())
+        .request(
+            "POST",
+            &app.at("/logout"),
+            &[("origin", "https://evil.example")],
+            Vec::new(),
+        )
         .await;
     assert_eq!(evil.status, 403);
     let cross = browser
-        .request("POST", &app.at("/logout"), &[("sec-fetch-site", "cross-site")], Vec::new())
+        .request(
+            "POST",
+            &app.at("/logout"),
+            &[("sec-fetch-site", "cross-site")],
+            Vec::new(),
+        )
         .await;
     assert_eq!(cross.status, 403);
-    let get = browser.get_with(&app.at("/logout"), &[("accept", "application/json")]).await;
+    let get = browser
+        .get_with(&app.at("/logout"), &[("accept", "application/json")])
+        .await;
     assert_eq!(get.status, 405);
-    assert_eq!(app.user(&browser).await.status, 200, "session survived all of that");
+    assert_eq!(
+        app.user(&browser).await.status,
+        200,
+        "session survived all of that"
+    );
 
     // A same-origin form POST logs out with a 303 to the provider.
     let form = browser
-        .post_form(&app.at("/logout"), &[], &[("origin", app.public_url.as_str())])
+        .post_form(
+            &app.at("/logout"),
+            &[],
+            &[("origin", app.public_url.as_str())],
+        )
         .await;
     assert_eq!(form.status, 303, "{}", form.text());
     assert!(form.location().unwrap().contains("id_token_hint="));
@@ -101,9 +132,21 @@ fn check_config_prints_ok_or_every_problem_without_secrets() {
         ..AppOptions::default_offline()
     };
     let good = dir.path().join("good.toml");
-    std::fs::write(&good, settings_toml(&opts, "http://127.0.0.1:8080", "p:", &client)).unwrap();
-    let out = spa_bff().args(["check-config", "--config"]).arg(&good).output().unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    std::fs::write(
+        &good,
+        settings_toml(&opts, "http://127.0.0.1:8080", "p:", &client),
+    )
+    .unwrap();
+    let out = spa_bff()
+        .args(["check-config", "--config"])
+        .arg(&good)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "ok");
 
     let bad = dir.path().join("bad.toml");
@@ -112,13 +155,26 @@ fn check_config_prints_ok_or_every_problem_without_secrets() {
         "[server]\npublic_url = \"ftp://x\"\n[oidc]\nclient_secret = \"cli-secret-value-never-printed\"\n[session]\nsame_site = \"none\"\n",
     )
     .unwrap();
-    let out = spa_bff().args(["check-config", "--config"]).arg(&bad).output().unwrap();
+    let out = spa_bff()
+        .args(["check-config", "--config"])
+        .arg(&bad)
+        .output()
+        .unwrap();
     assert_eq!(out.status.code(), Some(1));
     let err = String::from_utf8_lossy(&out.stderr);
-    for needle in ["server.public_url", "oidc.issuer", "oidc.client_id", "session.cookie_keys", "session.same_site"] {
+    for needle in [
+        "server.public_url",
+        "oidc.issuer",
+        "oidc.client_id",
+        "session.cookie_keys",
+        "session.same_site",
+    ] {
         assert!(err.contains(needle), "{needle} missing in:\n{err}");
     }
-    assert!(!err.contains("cli-secret-value"), "a secret was printed:\n{err}");
+    assert!(
+        !err.contains("cli-secret-value"),
+        "a secret was printed:\n{err}"
+    );
 
     // Environment variables fill in and override the file.
     let out = spa_bff()
@@ -128,12 +184,22 @@ fn check_config_prints_ok_or_every_problem_without_secrets() {
         .env("SPA_BFF__OIDC__ISSUER", "https://id.example.com")
         .env("SPA_BFF__OIDC__CLIENT_ID", "x")
         .env("SPA_BFF__SESSION__SAME_SITE", "strict")
-        .env("SPA_BFF__SESSION__COOKIE_KEYS", format!("[\"{}\"]", crate::app::TEST_COOKIE_KEY))
+        .env(
+            "SPA_BFF__SESSION__COOKIE_KEYS",
+            format!("[\"{}\"]", crate::app::TEST_COOKIE_KEY),
+        )
         .output()
         .unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
 
     let help = spa_bff().arg("--help").output().unwrap();
     let help = String::from_utf8_lossy(&help.stdout);
-    assert!(help.contains("check-config") && help.contains("--config"), "{help}");
+    assert!(
+        help.contains("check-config") && help.contains("--config"),
+        "{help}"
+    );
 }

@@ -1,0 +1,8 @@
+mod support;
+
+mod provider;
+
+mod app;
+mod login;
+mod resilience;
+mod serving;

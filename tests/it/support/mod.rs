@@ -1,0 +1,112 @@
+//! Test support for spa-bff's integration tests: child processes (Redis, the OpenID
+//! provider from `tests/op`), a scripted browser, and small OAuth helpers.
+//!
+//! Everything here talks to 127.0.0.1 only. Async helpers use awc and must run under
+//! `#[actix_web::test]` (awc is !Send). Call [`init`] first in every test.
+#![allow(dead_code)]
+
+pub mod browser;
+pub mod procs;
+
+#[allow(unused_imports)]
+pub use browser::{Browser, Resp};
+#[allow(unused_imports)]
+pub use procs::{
+    free_port, shared_provider, shared_redis, Provider, ProviderOptions, RedisServer,
+    RegisteredClient,
+};
+
+use std::sync::Once;
+
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use base64::Engine as _;
+use sha2::{Digest, Sha256};
+
+/// Installs rustls' ring crypto provider (needed before any awc client exists) and a
+/// tracing subscriber writing to the test output (`RUST_LOG` filters it). Idempotent.
+pub fn init() {
+    static ONCE: Once = Once::new();
+    ONCE.call_once(|| {
+        let _ = rustls::crypto::ring::default_provider().install_default();
+        let _ = tracing_subscriber::fmt()
+            .with_env_filter(
+                tracing_subscriber::EnvFilter::try_from_default_env()
+                    .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn")),
+            )
+            .with_test_writer()
+            .try_init();
+    });
+}
+
+/// An awc client for direct (non-browser) calls: no redirect following, 10 s timeout.
+pub fn http_client() -> awc::Client {
+    init();
+    awc::Client::builder()
+        .disable_redirects()
+        .timeout(std::time::Duration::from_secs(10))
+        .finish()
+}
+
+/// A random URL-safe string of `bytes` random bytes (base64url, no padding).
+pub fn random_string(bytes: usize) -> String {
+    let buf: Vec<u8> = (0..bytes).map(|_| rand::random::<u8>()).collect();
+    URL_SAFE_NO_PAD.encode(buf)
+}
+
+/// A PKCE pair `(code_verifier, code_challenge)` for method S256.
+pub fn pkce_pair() -> (String, String) {
+    let verifier = random_string(32);
+    let challenge = URL_SAFE_NO_PAD.encode(Sha256::digest(verifier.as_bytes()));
+    (verifier, challenge)
+}
+
+/// The first value of query parameter `name` in `url`, if any.
+pub fn query_param(url: &str, name: &str) -> Option<String> {
+    let url = url::Url::parse(url).unwrap_or_else(|e| panic!("bad URL {url:?}: {e}"));
+    url.query_pairs()
+        .find(|(k, _)| k == name)
+        .map(|(_, v)| v.into_owned())
+}
+
+/// `application/x-www-form-urlencoded` encoding of `pairs`.
+pub fn form_encode(pairs: &[(&str, &str)]) -> String {
+    url::form_urlencoded::Serializer::new(String::new())
+        .extend_pairs(pairs)
+        .finish()
+}
+
+/// `url` with `pairs` appended to its query string.
+pub fn with_query(url: &str, pairs: &[(&str, &str)]) -> String {
+    let mut url = url::Url::parse(url).unwrap_or_else(|e| panic!("bad URL {url:?}: {e}"));
+    url.query_pairs_mut().extend_pairs(pairs);
+    url.into()
+}
+
+/// Decodes the payload (claims) of a compact JWS without verifying it.
+pub fn jwt_claims(jwt: &str) -> serde_json::Value {
+    let parts: Vec<&str> = jwt.split('.').collect();
+    assert_eq!(parts.len(), 3, "not a compact JWS: {jwt}");
+    let payload = URL_SAFE_NO_PAD
+        .decode(parts[1])
+        .unwrap_or_else(|e| panic!("JWT payload is not base64url: {e}"));
+    serde_json::from_slice(&payload).expect("JWT payload is not JSON")
+}
+
+/// Polls `check` every 50 ms until it returns `Some`, or panics after `timeout` with `what`.
+pub async fn eventually<T, F, Fut>(timeout: std::time::Duration, what: &str, mut check: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Option<T>>,
+{
+    let deadline = std::time::Instant::now() + timeout;
+    loop {
+        if let Some(v) = check().await {
+            return v;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "timed out after {timeout:?} waiting for {what}"
+        );
+        actix_web::rt::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+}
