@@ -3,6 +3,7 @@
 use crate::config::Settings;
 use crate::error::render_errors;
 use crate::oidc::ProviderHandle;
+use crate::proxy::RefreshFlights;
 use crate::routes;
 use crate::session::RedisHandle;
 use crate::state::AppState;
@@ -39,14 +40,15 @@ impl App {
         actix_web::rt::spawn(provider.clone().discover_until_ready());
 
         let workers = settings.server.workers;
-        let shared = (settings.clone(), provider.clone());
+        let flights = Arc::new(RefreshFlights::default());
+        let shared = (settings.clone(), provider.clone(), flights);
         let mut server = HttpServer::new(move || {
-            let (settings, provider) = shared.clone();
-            let static_dir = settings.server.static_dir.clone();
-            let state = AppState::new(settings, provider, redis.clone());
+            let (settings, provider, flights) = shared.clone();
+            let configure = routes::configure(&settings);
+            let state = AppState::new(settings, provider, redis.clone(), flights);
             actix_web::App::new()
                 .app_data(web::Data::new(state))
-                .configure(routes::configure(static_dir))
+                .configure(configure)
                 .wrap(from_fn(render_errors))
                 .wrap(
                     DefaultHeaders::new()

@@ -23,6 +23,9 @@ pub struct Settings {
     pub server: ServerSettings,
     pub oidc: OidcSettings,
     pub session: SessionSettings,
+    pub proxy: ProxySettings,
+    /// `[[routes]]`: the only paths that reach an upstream (an allow-list).
+    pub routes: Vec<RouteSettings>,
 }
 
 #[derive(Debug, Clone)]
@@ -122,6 +125,51 @@ pub struct SessionSettings {
     pub insecure_cookies: bool,
     /// `session.redis_timeout`: bound on every Redis command.
     pub redis_timeout: Duration,
+}
+
+/// `[proxy]`: settings shared by every `[[routes]]` entry.
+#[derive(Debug, Clone)]
+pub struct ProxySettings {
+    /// `proxy.csrf_header`: the header every proxied request must carry (default
+    /// `X-CSRF`). A custom header forces a CORS preflight on cross-site callers.
+    pub csrf_header: String,
+    /// `proxy.csrf_value`: its required value (default `1`).
+    pub csrf_value: String,
+    /// `proxy.refresh_skew`: refresh the access token when it expires within this.
+    pub refresh_skew: Duration,
+    /// `proxy.refresh_lock_ttl`: how long one instance may hold a session's refresh
+    /// lock (a crashed holder blocks the session's refresh at most this long).
+    pub refresh_lock_ttl: Duration,
+}
+
+/// Whether a route needs, accepts or never gets the user's access token.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TokenRequirement {
+    /// Without a session: 401. With one: `Authorization: Bearer`.
+    Required,
+    /// Without a session: forwarded without a token.
+    Optional,
+    /// Never attach a token (the session is not even read).
+    None,
+}
+
+/// One `[[routes]]` entry: requests under `prefix` go to `upstream`.
+#[derive(Debug, Clone)]
+pub struct RouteSettings {
+    /// `prefix`: e.g. `/api`; matches `/api` and `/api/...`, never `/apix`.
+    pub prefix: String,
+    /// `upstream`: base URL; the rest of the path is appended, the query kept.
+    pub upstream: Url,
+    /// `token`: `required` (default), `optional` or `none`.
+    pub token: TokenRequirement,
+    /// `strip_prefix` (default true): drop `prefix` before appending the path.
+    pub strip_prefix: bool,
+    /// `timeout` (default 30s): until the upstream's response headers arrive.
+    pub timeout: Duration,
+    /// `methods`: allowed methods (upper case); `None` allows all.
+    pub methods: Option<Vec<String>>,
+    /// `allow_set_cookie` (default false): pass the upstream's `Set-Cookie` on.
+    pub allow_set_cookie: bool,
 }
 
 /// Every problem found in a configuration, one per line.
@@ -297,6 +345,10 @@ impl Reader<'_> {
                 self.err(section, key, "must not be empty");
                 None
             }
+            None if section.starts_with("routes[") => {
+                self.err(section, key, "is required");
+                None
+            }
             None => {
                 let env = format!(
                     "{ENV_PREFIX}{}__{}",
@@ -414,8 +466,11 @@ impl Reader<'_> {
     fn report_unknown_keys(&mut self) {
         let mut unknown = Vec::new();
         for (section, value) in self.root {
+            if section == "routes" {
+                continue; // read (and checked key by key) by read_routes
+            }
             match value.as_table() {
-                Some(t) if ["server", "oidc", "session"].contains(&section.as_str()) => {
+                Some(t) if ["server", "oidc", "session", "proxy"].contains(&section.as_str()) => {
                     for key in t.keys() {
                         if !self.known.contains(&format!("{section}.{key}")) {
                             unknown.push(format!("{section}.{key}: unknown key"));
@@ -433,11 +488,274 @@ fn read_settings(r: &mut Reader<'_>) -> Option<Settings> {
     let server = read_server(r);
     let oidc = read_oidc(r);
     let session = read_session(r, server.as_ref());
+    let proxy = read_proxy(r, oidc.as_ref());
+    let routes = read_routes(r);
     Some(Settings {
         server: server?,
         oidc: oidc?,
         session: session?,
+        proxy,
+        routes,
     })
+}
+
+fn read_proxy(r: &mut Reader<'_>, oidc: Option<&OidcSettings>) -> ProxySettings {
+    let csrf_header = r
+        .string("proxy", "csrf_header")
+        .unwrap_or_else(|| "X-CSRF".into());
+    match actix_web::http::header::HeaderName::from_bytes(csrf_header.as_bytes()) {
+        Ok(name) if !FORBIDDEN_CSRF_HEADERS.contains(&name.as_str()) => {}
+        Ok(_) => r.err(
+            "proxy",
+            "csrf_header",
+            format!("{csrf_header:?} is a standard header; use a custom one like X-CSRF"),
+        ),
+        Err(_) => r.err(
+            "proxy",
+            "csrf_header",
+            format!("{csrf_header:?} is not a valid header name"),
+        ),
+    }
+    let csrf_value = r
+        .string("proxy", "csrf_value")
+        .unwrap_or_else(|| "1".into());
+    if csrf_value.is_empty() || actix_web::http::header::HeaderValue::from_str(&csrf_value).is_err()
+    {
+        r.err(
+            "proxy",
+            "csrf_value",
+            "must be a non-empty, printable header value",
+        );
+    }
+    let refresh_skew = r.duration("proxy", "refresh_skew", "30s");
+    let refresh_lock_ttl = r.duration("proxy", "refresh_lock_ttl", "15s");
+    if let Some(oidc) = oidc {
+        if refresh_lock_ttl <= oidc.http_timeout {
+            r.err(
+                "proxy",
+                "refresh_lock_ttl",
+                "must be longer than oidc.http_timeout (a refresh must finish while its lock is held)",
+            );
+        }
+    }
+    ProxySettings {
+        csrf_header,
+        csrf_value,
+        refresh_skew,
+        refresh_lock_ttl,
+    }
+}
+
+/// Headers that cannot serve as the CSRF header (browsers or spa-bff set them).
+const FORBIDDEN_CSRF_HEADERS: &[&str] = &[
+    "cookie",
+    "authorization",
+    "host",
+    "origin",
+    "referer",
+    "content-type",
+    "content-length",
+    "accept",
+    "connection",
+    "transfer-encoding",
+];
+
+const ROUTE_KEYS: &[&str] = &[
+    "prefix",
+    "upstream",
+    "token",
+    "strip_prefix",
+    "timeout",
+    "methods",
+    "allow_set_cookie",
+];
+
+/// `[[routes]]`: an array of tables. Each entry is read with its own [`Reader`]
+/// (section name `routes[i]`), so every typed getter and its messages apply.
+fn read_routes(r: &mut Reader<'_>) -> Vec<RouteSettings> {
+    let entries = match r.root.get("routes") {
+        None => return Vec::new(),
+        Some(Value::Array(items)) => items.clone(),
+        Some(other) => {
+            r.errors.push(format!(
+                "routes: expected an array of tables ([[routes]]), got {}",
+                other.type_str()
+            ));
+            return Vec::new();
+        }
+    };
+    let mut routes = Vec::new();
+    for (i, entry) in entries.into_iter().enumerate() {
+        let section = format!("routes[{i}]");
+        let Value::Table(table) = entry else {
+            r.errors.push(format!(
+                "{section}: expected a table, got {}",
+                entry.type_str()
+            ));
+            continue;
+        };
+        for key in table.keys() {
+            if !ROUTE_KEYS.contains(&key.as_str()) {
+                r.errors.push(format!("{section}.{key}: unknown key"));
+            }
+        }
+        let mut root = Table::new();
+        root.insert(section.clone(), Value::Table(table));
+        let mut sub = Reader {
+            root: &root,
+            errors: Vec::new(),
+            known: BTreeSet::new(),
+        };
+        let route = read_route(&mut sub, &section);
+        r.errors.append(&mut sub.errors);
+        routes.extend(route);
+    }
+    check_route_overlaps(r, &routes);
+    routes
+}
+
+fn read_route(r: &mut Reader<'_>, section: &str) -> Option<RouteSettings> {
+    let prefix = r
+        .required(section, "prefix")
+        .and_then(|p| match route_prefix_problem(&p) {
+            Some(problem) => {
+                r.err(section, "prefix", format!("{p:?} {problem}"));
+                None
+            }
+            None => Some(p),
+        });
+    let upstream = r
+        .required(section, "upstream")
+        .and_then(|raw| match Url::parse(&raw) {
+            Ok(u)
+                if (u.scheme() == "https" || u.scheme() == "http")
+                    && u.host().is_some()
+                    && u.query().is_none()
+                    && u.fragment().is_none()
+                    && u.username().is_empty()
+                    && u.password().is_none() =>
+            {
+                Some(u)
+            }
+            Ok(_) => {
+                r.err(
+                    section,
+                    "upstream",
+                    format!(
+                        "{raw:?} must be an http(s) URL without query, fragment or credentials"
+                    ),
+                );
+                None
+            }
+            Err(e) => {
+                r.err(section, "upstream", format!("{raw:?} is not a URL ({e})"));
+                None
+            }
+        });
+    let token = match r.string(section, "token").as_deref() {
+        None | Some("required") => TokenRequirement::Required,
+        Some("optional") => TokenRequirement::Optional,
+        Some("none") => TokenRequirement::None,
+        Some(other) => {
+            r.err(
+                section,
+                "token",
+                format!("{other:?}: expected required, optional or none"),
+            );
+            TokenRequirement::Required
+        }
+    };
+    let strip_prefix = r.bool(section, "strip_prefix", true);
+    let timeout = r.duration(section, "timeout", "30s");
+    let methods = match r.list(section, "methods") {
+        None => None,
+        Some(list) if list.is_empty() => {
+            r.err(
+                section,
+                "methods",
+                "must name at least one method (or be left out)",
+            );
+            None
+        }
+        Some(list) => {
+            let mut out = Vec::new();
+            for m in list {
+                let upper = m.to_ascii_uppercase();
+                if upper.is_empty()
+                    || !upper
+                        .bytes()
+                        .all(|b| b.is_ascii_alphabetic() || b == b'-' || b == b'_')
+                {
+                    r.err(section, "methods", format!("{m:?} is not an HTTP method"));
+                } else if !out.contains(&upper) {
+                    out.push(upper);
+                }
+            }
+            Some(out)
+        }
+    };
+    let allow_set_cookie = r.bool(section, "allow_set_cookie", false);
+    Some(RouteSettings {
+        prefix: prefix?,
+        upstream: upstream?,
+        token,
+        strip_prefix,
+        timeout,
+        methods,
+        allow_set_cookie,
+    })
+}
+
+/// Why `prefix` cannot be a route prefix, if it cannot.
+fn route_prefix_problem(prefix: &str) -> Option<String> {
+    if !prefix.starts_with('/') {
+        return Some("must start with '/'".into());
+    }
+    if prefix == "/" {
+        return Some("would proxy everything, including spa-bff's own paths".into());
+    }
+    if prefix.ends_with('/') {
+        return Some("must not end with '/' (/api already covers /api/...)".into());
+    }
+    if !prefix
+        .bytes()
+        .all(|b| b.is_ascii_alphanumeric() || b"/-._~".contains(&b))
+    {
+        return Some("may only use letters, digits, '/', '-', '.', '_' and '~'".into());
+    }
+    if prefix
+        .split('/')
+        .skip(1)
+        .any(|seg| seg.is_empty() || seg == "." || seg == "..")
+    {
+        return Some("must not contain empty, '.' or '..' segments".into());
+    }
+    if let Some(own) = crate::routes::RESERVED_PATHS
+        .iter()
+        .find(|own| paths_overlap(prefix, own))
+    {
+        return Some(format!("collides with spa-bff's own path {own}"));
+    }
+    None
+}
+
+/// Whether one path is the other or lies under it (segment-wise).
+pub fn paths_overlap(a: &str, b: &str) -> bool {
+    let under = |x: &str, y: &str| x == y || x.starts_with(&format!("{y}/"));
+    under(a, b) || under(b, a)
+}
+
+fn check_route_overlaps(r: &mut Reader<'_>, routes: &[RouteSettings]) {
+    for (i, a) in routes.iter().enumerate() {
+        for b in &routes[i + 1..] {
+            if paths_overlap(&a.prefix, &b.prefix) {
+                r.errors.push(format!(
+                    "routes: prefixes {:?} and {:?} overlap (each request must match one route)",
+                    a.prefix, b.prefix
+                ));
+            }
+        }
+    }
 }
 
 fn is_loopback_host(url: &Url) -> bool {
@@ -837,5 +1155,99 @@ bogus = 1
         let dbg = format!("{s:?}");
         assert!(!dbg.contains("s3cret"));
         assert!(!dbg.contains(KEY));
+    }
+
+    #[test]
+    fn routes_and_proxy_get_the_documented_defaults() {
+        let text = format!(
+            "{}\n[[routes]]\nprefix = \"/api\"\nupstream = \"http://127.0.0.1:9000/v1\"\n",
+            minimal()
+        );
+        let s = Settings::from_toml_str(&text, no_env()).unwrap();
+        assert_eq!(s.proxy.csrf_header, "X-CSRF");
+        assert_eq!(s.proxy.csrf_value, "1");
+        assert_eq!(s.proxy.refresh_skew, Duration::from_secs(30));
+        let r = &s.routes[0];
+        assert_eq!(r.prefix, "/api");
+        assert_eq!(r.upstream.as_str(), "http://127.0.0.1:9000/v1");
+        assert_eq!(r.token, TokenRequirement::Required);
+        assert!(r.strip_prefix);
+        assert!(!r.allow_set_cookie);
+        assert_eq!(r.timeout, Duration::from_secs(30));
+        assert_eq!(r.methods, None);
+    }
+
+    #[test]
+    fn every_route_problem_is_reported_with_its_index() {
+        let text = format!(
+            r#"{}
+[proxy]
+csrf_header = "Cookie"
+refresh_skew = "soon"
+colour = "blue"
+
+[[routes]]
+prefix = "/api"
+upstream = "http://127.0.0.1:9000"
+methods = ["get", "P O S T"]
+
+[[routes]]
+prefix = "/api/v2"
+upstream = "ftp://example.com"
+token = "sometimes"
+verbose = true
+
+[[routes]]
+prefix = "api"
+
+[[routes]]
+prefix = "/user/data"
+upstream = "https://u:p@example.com"
+
+[[routes]]
+prefix = "/x/../y"
+upstream = "http://example.com?q=1"
+"#,
+            minimal()
+        );
+        let errs = Settings::from_toml_str(&text, no_env()).unwrap_err().0;
+        let all = errs.join("\n");
+        for needle in [
+            "proxy.csrf_header",
+            "proxy.refresh_skew",
+            "proxy.colour: unknown key",
+            "routes[0].methods: \"P O S T\" is not an HTTP method",
+            "routes[1].upstream",
+            "routes[1].token",
+            "routes[1].verbose: unknown key",
+            "routes[2].prefix: \"api\" must start with '/'",
+            "routes[2].upstream: is required",
+            "routes[3].prefix: \"/user/data\" collides with spa-bff's own path /user",
+            "routes[3].upstream",
+            "routes[4].prefix",
+            "routes[4].upstream",
+        ] {
+            assert!(all.contains(needle), "missing {needle:?} in:\n{all}");
+        }
+    }
+
+    #[test]
+    fn overlapping_route_prefixes_are_refused() {
+        let route = |p: &str| format!("[[routes]]\nprefix = \"{p}\"\nupstream = \"http://a\"\n");
+        let text = format!(
+            "{}\n{}{}{}",
+            minimal(),
+            route("/api"),
+            route("/api/admin"),
+            route("/apix")
+        );
+        let errs = Settings::from_toml_str(&text, no_env()).unwrap_err().0;
+        assert_eq!(errs.len(), 1, "{errs:?}");
+        assert!(
+            errs[0].contains("\"/api\" and \"/api/admin\" overlap"),
+            "{errs:?}"
+        );
+        assert!(paths_overlap("/api", "/api"));
+        assert!(!paths_overlap("/api", "/apix"));
     }
 }

@@ -32,6 +32,12 @@ pub enum Error {
     NotFound,
     #[error("{0}")]
     MethodNotAllowed(&'static str),
+    /// A proxied upstream refused the connection or failed; the detail is logged only.
+    #[error("the upstream service is unavailable")]
+    UpstreamUnavailable(String),
+    /// A proxied upstream did not answer within the route's timeout.
+    #[error("the upstream service did not answer in time")]
+    UpstreamTimeout(String),
     /// A bug or an impossible state; the detail is logged only.
     #[error("internal error")]
     Internal(String),
@@ -85,6 +91,8 @@ impl Error {
             Error::StoreUnavailable(_) => "store_unavailable",
             Error::NotFound => "not_found",
             Error::MethodNotAllowed(_) => "method_not_allowed",
+            Error::UpstreamUnavailable(_) => "bad_gateway",
+            Error::UpstreamTimeout(_) => "gateway_timeout",
             Error::Internal(_) => "internal_error",
         }
     }
@@ -97,6 +105,7 @@ impl Error {
             Error::ProviderUnavailable(_) | Error::StoreUnavailable(_) => "Temporarily unavailable",
             Error::NotFound => "Not found",
             Error::MethodNotAllowed(_) => "Method not allowed",
+            Error::UpstreamUnavailable(_) | Error::UpstreamTimeout(_) => "Service unavailable",
             Error::Internal(_) => "Something went wrong",
         }
     }
@@ -115,7 +124,10 @@ impl Error {
 
     fn log(&self) {
         match self {
-            Error::ProviderUnavailable(detail) | Error::StoreUnavailable(detail) => {
+            Error::ProviderUnavailable(detail)
+            | Error::StoreUnavailable(detail)
+            | Error::UpstreamUnavailable(detail)
+            | Error::UpstreamTimeout(detail) => {
                 tracing::warn!(error.code = self.code(), detail = %detail, "dependency unavailable")
             }
             Error::Internal(detail) => {
@@ -147,6 +159,8 @@ impl ResponseError for Error {
             }
             Error::NotFound => StatusCode::NOT_FOUND,
             Error::MethodNotAllowed(_) => StatusCode::METHOD_NOT_ALLOWED,
+            Error::UpstreamUnavailable(_) => StatusCode::BAD_GATEWAY,
+            Error::UpstreamTimeout(_) => StatusCode::GATEWAY_TIMEOUT,
             Error::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }

@@ -8,6 +8,7 @@ pub mod app;
 pub mod config;
 pub mod error;
 pub mod oidc;
+pub mod proxy;
 pub mod routes;
 pub mod secret;
 pub mod session;

@@ -5,6 +5,7 @@
 use crate::config::Settings;
 use crate::error::Error;
 use crate::oidc::{OidcHttp, ProviderHandle};
+use crate::proxy::RefreshFlights;
 use crate::session::{CookieCodec, ExpiryPolicy, LoadedSession, RedisHandle, SessionStore};
 use crate::time::now_ms;
 use actix_web::HttpRequest;
@@ -16,6 +17,11 @@ pub struct AppState {
     pub http: OidcHttp,
     pub sessions: SessionStore,
     pub cookies: CookieCodec,
+    /// The client for `[[routes]]` upstreams: no redirects followed, no client-wide
+    /// timeout (each route sets its own), responses not decompressed.
+    pub upstream: awc::Client,
+    /// In-process refresh single-flight, shared by every worker.
+    pub flights: Arc<RefreshFlights>,
 }
 
 /// What the request's session cookie led to.
@@ -32,6 +38,7 @@ impl AppState {
         settings: Arc<Settings>,
         provider: Arc<ProviderHandle>,
         redis: redis::Client,
+        flights: Arc<RefreshFlights>,
     ) -> Self {
         let s = &settings.session;
         let sessions = SessionStore::new(
@@ -42,6 +49,11 @@ impl AppState {
         Self {
             http: OidcHttp::new(settings.oidc.http_timeout),
             cookies: CookieCodec::new(s),
+            upstream: awc::Client::builder()
+                .disable_redirects()
+                .disable_timeout()
+                .finish(),
+            flights,
             sessions,
             provider,
             settings,

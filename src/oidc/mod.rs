@@ -7,6 +7,7 @@ pub mod http;
 pub mod login;
 pub mod logout;
 pub mod provider;
+pub mod refresh;
 
 pub use http::OidcHttp;
 pub use provider::{Provider, ProviderHandle};

@@ -7,8 +7,8 @@ pub mod logout;
 pub mod spa;
 pub mod user;
 
+use crate::config::Settings;
 use actix_web::web;
-use std::path::PathBuf;
 
 /// Paths owned by spa-bff: the SPA fallback never answers them or below them.
 pub const RESERVED_PATHS: &[&str] = &[
@@ -20,8 +20,11 @@ pub const RESERVED_PATHS: &[&str] = &[
     "/readyz",
 ];
 
-/// The one route table.
-pub fn configure(static_dir: Option<PathBuf>) -> impl FnOnce(&mut web::ServiceConfig) {
+/// The one route table: spa-bff's own paths, then the proxied `[[routes]]`, then
+/// the SPA's files.
+pub fn configure(settings: &Settings) -> impl FnOnce(&mut web::ServiceConfig) {
+    let static_dir = settings.server.static_dir.clone();
+    let routes = settings.routes.clone();
     move |cfg| {
         cfg.route("/login", web::get().to(login::login))
             .route("/callback", web::get().to(callback::callback))
@@ -33,7 +36,9 @@ pub fn configure(static_dir: Option<PathBuf>) -> impl FnOnce(&mut web::ServiceCo
             )
             .route("/healthz", web::get().to(health::healthz))
             .route("/readyz", web::get().to(health::readyz));
-        spa::configure(cfg, static_dir);
+        crate::proxy::configure(cfg, &routes);
+        let proxied = routes.into_iter().map(|r| r.prefix).collect();
+        spa::configure(cfg, static_dir, proxied);
     }
 }
 

@@ -8,7 +8,10 @@ use actix_web::http::{header, Method};
 use actix_web::{web, HttpResponse, Responder};
 use std::path::PathBuf;
 
-pub fn configure(cfg: &mut web::ServiceConfig, static_dir: Option<PathBuf>) {
+/// `proxied`: the `[[routes]]` prefixes; like spa-bff's own paths, they never get
+/// `index.html`.
+pub fn configure(cfg: &mut web::ServiceConfig, static_dir: Option<PathBuf>, proxied: Vec<String>) {
+    let proxied = std::sync::Arc::new(proxied);
     match static_dir {
         Some(dir) => {
             let index = dir.join("index.html");
@@ -18,7 +21,8 @@ pub fn configure(cfg: &mut web::ServiceConfig, static_dir: Option<PathBuf>) {
                     .prefer_utf8(true)
                     .default_handler(fn_service(move |req: ServiceRequest| {
                         let index = index.clone();
-                        async move { fallback(req, index).await }
+                        let proxied = proxied.clone();
+                        async move { fallback(req, index, &proxied).await }
                     })),
             );
         }
@@ -35,6 +39,7 @@ pub fn configure(cfg: &mut web::ServiceConfig, static_dir: Option<PathBuf>) {
 async fn fallback(
     req: ServiceRequest,
     index: PathBuf,
+    proxied: &[String],
 ) -> Result<ServiceResponse, actix_web::Error> {
     let (req, _) = req.into_parts();
     let is_page = matches!(*req.method(), Method::GET | Method::HEAD)
@@ -46,7 +51,9 @@ async fn fallback(
     let path = req.path();
     let reserved = RESERVED_PATHS
         .iter()
-        .any(|p| path == *p || path.starts_with(&format!("{p}/")));
+        .copied()
+        .chain(proxied.iter().map(String::as_str))
+        .any(|p| path == p || path.starts_with(&format!("{p}/")));
     if !is_page || reserved {
         return Ok(ServiceResponse::new(
             req,

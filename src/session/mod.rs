@@ -18,4 +18,4 @@ pub use cookie::CookieCodec;
 pub use crypto::SessionRef;
 pub use expiry::ExpiryPolicy;
 pub use record::{SessionRecord, Tokens};
-pub use store::{LoadedSession, SessionStore};
+pub use store::{LoadedSession, SessionLock, SessionStore, UpdateOutcome};

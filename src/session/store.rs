@@ -31,6 +31,47 @@ static TOUCH: LazyLock<Script> = LazyLock::new(|| {
     )
 });
 
+/// Replaces `data` and bumps `ver`, only if `ver` is still the one the caller read.
+/// The TTL is left alone (a rewrite is not activity). 1: updated, 0: someone else
+/// rewrote it first, -1: the session is gone.
+static UPDATE: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(
+        r"if redis.call('EXISTS', KEYS[1]) == 0 then return -1 end
+          local ver = redis.call('HGET', KEYS[1], 'ver') or '0'
+          if ver ~= ARGV[1] then return 0 end
+          redis.call('HSET', KEYS[1], 'data', ARGV[2], 'ver', tonumber(ver) + 1)
+          return 1",
+    )
+});
+
+/// Deletes a lock only if it still holds the caller's token (it may have expired
+/// and been taken by another instance meanwhile).
+static UNLOCK: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(
+        r"if redis.call('GET', KEYS[1]) == ARGV[1] then
+            return redis.call('DEL', KEYS[1])
+          end
+          return 0",
+    )
+});
+
+/// What a compare-and-set [`SessionStore::update`] did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum UpdateOutcome {
+    Updated,
+    /// Another writer got there first; re-read the session.
+    Conflict,
+    /// The session no longer exists (logout, expiry).
+    Gone,
+}
+
+/// A held per-session lock; release it with [`SessionStore::unlock`].
+#[derive(Debug)]
+pub struct SessionLock {
+    key: String,
+    token: String,
+}
+
 /// A session read from Redis, with the facts the expiry rules need.
 #[derive(Debug, Clone)]
 pub struct LoadedSession {
@@ -179,6 +220,85 @@ impl SessionStore {
             last_seen,
             version: version.unwrap_or(0),
         }))
+    }
+
+    /// Rewrites the record of `session` if nobody rewrote it since it was read
+    /// (its `version`). Used by token refresh, where a lost update would lose a
+    /// rotated refresh token.
+    pub async fn update(
+        &self,
+        session: &LoadedSession,
+        record: &SessionRecord,
+    ) -> Result<UpdateOutcome, Error> {
+        let key = self.key(&session.reference);
+        let blob = session.reference.seal(&serialize(record)?);
+        let expected = session.version;
+        let outcome = self
+            .redis
+            .run(|mut c| async move {
+                UPDATE
+                    .key(&key)
+                    .arg(expected)
+                    .arg(blob)
+                    .invoke_async::<i64>(&mut c)
+                    .await
+            })
+            .await?;
+        Ok(match outcome {
+            1 => UpdateOutcome::Updated,
+            0 => UpdateOutcome::Conflict,
+            _ => UpdateOutcome::Gone,
+        })
+    }
+
+    /// The key of a session's refresh lock (same hash tag, so same Cluster slot).
+    fn lock_key(&self, reference: &SessionRef) -> String {
+        format!("{}:lock", self.key(reference))
+    }
+
+    /// Tries to take the session's lock for `ttl` (`SET NX PX` with a random
+    /// token). `None` when another holder has it.
+    pub async fn try_lock(
+        &self,
+        reference: &SessionRef,
+        ttl: std::time::Duration,
+    ) -> Result<Option<SessionLock>, Error> {
+        let key = self.lock_key(reference);
+        let token = crate::session::crypto::random_token(16);
+        let (k, t) = (key.clone(), token.clone());
+        let ttl_ms = (ttl.as_millis() as u64).max(1);
+        let set: Option<String> = self
+            .redis
+            .run(|mut c| async move {
+                redis::cmd("SET")
+                    .arg(&k)
+                    .arg(&t)
+                    .arg("NX")
+                    .arg("PX")
+                    .arg(ttl_ms)
+                    .query_async(&mut c)
+                    .await
+            })
+            .await?;
+        Ok(set.map(|_| SessionLock { key, token }))
+    }
+
+    /// Releases a lock if it is still ours. Errors are logged: the TTL ends it anyway.
+    pub async fn unlock(&self, lock: SessionLock) {
+        let SessionLock { key, token } = lock;
+        let result = self
+            .redis
+            .run(|mut c| async move {
+                UNLOCK
+                    .key(&key)
+                    .arg(&token)
+                    .invoke_async::<i64>(&mut c)
+                    .await
+            })
+            .await;
+        if let Err(e) = result {
+            tracing::warn!("could not release a session lock (it expires by itself): {e}");
+        }
     }
 
     /// Removes the session. Deleting a missing session is not an error.

@@ -1,0 +1,364 @@
+//! The `/api` reverse proxy: only configured `[[routes]]` prefixes reach an
+//! upstream, with the user's access token attached and kept fresh.
+//!
+//! A proxied request goes through named phases, each its own function:
+//!
+//! 1. [`check_request`]: the CSRF header, the route's method allow-list, a path
+//!    without dot segments;
+//! 2. [`authenticate`]: cookie -> session, as the route's [`TokenRequirement`] says;
+//! 3. [`refresh::ensure_fresh`]: refresh the access token near its expiry, once;
+//! 4. [`prepare_upstream`]: URL, header hygiene ([`headers`]), `Authorization:
+//!    Bearer`, `X-Forwarded-*`;
+//! 5. [`send_upstream`]: stream the request body (never buffered) with the
+//!    route's timeout until the response head arrives;
+//! 6. [`respond`]: filter the response headers and stream the body back.
+//!
+//! Every failure is JSON (API callers never get an HTML page or a redirect):
+//! 403 without the CSRF header, 401 without a session on a `required` route,
+//! 502 when the upstream cannot be reached, 504 when it is slower than the
+//! route's timeout, 503 when Redis or the provider is away.
+
+pub mod headers;
+pub mod refresh;
+
+use crate::config::{RouteSettings, TokenRequirement};
+use crate::error::Error;
+use crate::session::LoadedSession;
+use crate::state::{AppState, SessionLookup};
+use actix_web::body::SizedStream;
+use actix_web::http::header::{self, HeaderValue};
+use actix_web::{web, HttpRequest, HttpResponse, ResponseError};
+use awc::error::SendRequestError;
+use std::sync::Arc;
+
+pub use refresh::RefreshFlights;
+
+/// The body stream of an upstream response.
+trait UpstreamBody:
+    futures_util::Stream<Item = Result<web::Bytes, awc::error::PayloadError>> + Unpin + 'static
+{
+}
+
+impl<S> UpstreamBody for S where
+    S: futures_util::Stream<Item = Result<web::Bytes, awc::error::PayloadError>> + Unpin + 'static
+{
+}
+
+/// Registers one scope per route; they must come before the SPA's catch-all.
+pub fn configure(cfg: &mut web::ServiceConfig, routes: &[RouteSettings]) {
+    for route in routes {
+        let route = Arc::new(route.clone());
+        let prefix = route.prefix.clone();
+        cfg.service(web::scope(&prefix).default_service(web::to(
+            move |req: HttpRequest, body: web::Payload, state: web::Data<AppState>| {
+                let route = route.clone();
+                async move { forward(req, body, state, route).await }
+            },
+        )));
+    }
+}
+
+/// A failed proxied request: the error, and whether the session cookie is dead.
+struct Rejection {
+    error: Error,
+    clear_cookie: bool,
+}
+
+impl From<Error> for Rejection {
+    fn from(error: Error) -> Self {
+        Rejection {
+            error,
+            clear_cookie: false,
+        }
+    }
+}
+
+/// The handler of every route.
+async fn forward(
+    req: HttpRequest,
+    body: web::Payload,
+    state: web::Data<AppState>,
+    route: Arc<RouteSettings>,
+) -> HttpResponse {
+    match proxy(&req, body, &state, &route).await {
+        Ok(res) => res,
+        Err(Rejection {
+            error,
+            clear_cookie,
+        }) => {
+            if matches!(
+                error,
+                Error::UpstreamUnavailable(_) | Error::UpstreamTimeout(_)
+            ) {
+                tracing::warn!(route = %route.prefix, error.code = error.code(), "upstream failed");
+            }
+            // `error_response` (not `from_error`): always JSON, even for navigations.
+            let mut res = error.error_response();
+            if clear_cookie {
+                let _ = res.add_cookie(&state.cookies.clear_session());
+            }
+            res
+        }
+    }
+}
+
+async fn proxy(
+    req: &HttpRequest,
+    body: web::Payload,
+    state: &AppState,
+    route: &RouteSettings,
+) -> Result<HttpResponse, Rejection> {
+    let rest = check_request(req, state, route)?;
+    let session = authenticate(req, state, route).await?;
+    let (token, clear_cookie) = match session {
+        None => (None, false),
+        Some(session) => match refresh::ensure_fresh(state, session).await {
+            Ok(fresh) => (Some(fresh.record.tokens.access_token), false),
+            Err(Error::Unauthenticated) if route.token == TokenRequirement::Optional => {
+                (None, true)
+            }
+            Err(error @ Error::Unauthenticated) => {
+                return Err(Rejection {
+                    error,
+                    clear_cookie: true,
+                })
+            }
+            Err(e) => return Err(e.into()),
+        },
+    };
+    let upstream = prepare_upstream(req, state, route, &rest, token.as_ref().map(|t| t.expose()))?;
+    let response = send_upstream(upstream, req, body).await?;
+    let mut res = respond(response, route);
+    if clear_cookie {
+        let _ = res.add_cookie(&state.cookies.clear_session());
+    }
+    Ok(res)
+}
+
+/// Phase 1: CSRF header, method allow-list, path. Returns the path after the
+/// prefix (or the whole path when the route keeps the prefix).
+fn check_request(
+    req: &HttpRequest,
+    state: &AppState,
+    route: &RouteSettings,
+) -> Result<String, Error> {
+    let proxy = &state.settings.proxy;
+    let csrf_ok = req
+        .headers()
+        .get(proxy.csrf_header.as_str())
+        .is_some_and(|v| v.as_bytes() == proxy.csrf_value.as_bytes());
+    if !csrf_ok {
+        return Err(Error::Forbidden(
+            "API requests must carry the CSRF header (X-CSRF: 1 unless configured otherwise)",
+        ));
+    }
+    if let Some(methods) = &route.methods {
+        if !methods.iter().any(|m| m == req.method().as_str()) {
+            return Err(Error::MethodNotAllowed(
+                "this method is not allowed on this route",
+            ));
+        }
+    }
+    upstream_path(route, req.uri().path()).ok_or(Error::NotFound)
+}
+
+/// The path to append to the upstream URL, or `None` when the raw path does not
+/// lie under the prefix or holds a dot segment (`..` could leave the upstream's
+/// base path once the upstream normalises it).
+pub fn upstream_path(route: &RouteSettings, raw_path: &str) -> Option<String> {
+    let rest = raw_path.strip_prefix(route.prefix.as_str())?;
+    if !(rest.is_empty() || rest.starts_with('/')) {
+        return None;
+    }
+    let dot_segment = rest.split('/').any(|seg| {
+        let s = seg.to_ascii_lowercase().replace("%2e", ".");
+        s == "." || s == ".."
+    });
+    if dot_segment || rest.contains('\\') || rest.to_ascii_lowercase().contains("%5c") {
+        return None;
+    }
+    Some(if route.strip_prefix {
+        rest.to_string()
+    } else {
+        raw_path.to_string()
+    })
+}
+
+/// The upstream URL: base + path (+ `?query`).
+pub fn upstream_url(route: &RouteSettings, path: &str, query: &str) -> String {
+    let base = route.upstream.as_str().trim_end_matches('/');
+    let path = if path.is_empty() && route.upstream.path() == "/" {
+        "/"
+    } else {
+        path
+    };
+    if query.is_empty() {
+        format!("{base}{path}")
+    } else {
+        format!("{base}{path}?{query}")
+    }
+}
+
+/// Phase 2: the session, as the route requires it. `Ok(None)`: forward without
+/// a token (`optional` without a session, or `none`).
+async fn authenticate(
+    req: &HttpRequest,
+    state: &AppState,
+    route: &RouteSettings,
+) -> Result<Option<LoadedSession>, Rejection> {
+    if route.token == TokenRequirement::None {
+        return Ok(None);
+    }
+    let required = route.token == TokenRequirement::Required;
+    match state.session(req).await? {
+        SessionLookup::Active(s) => Ok(Some(*s)),
+        SessionLookup::NoCookie if required => Err(Error::Unauthenticated.into()),
+        SessionLookup::Stale if required => Err(Rejection {
+            error: Error::Unauthenticated,
+            clear_cookie: true,
+        }),
+        SessionLookup::NoCookie | SessionLookup::Stale => Ok(None),
+    }
+}
+
+/// Phase 4: the upstream request, headers cleaned and the token attached.
+fn prepare_upstream(
+    req: &HttpRequest,
+    state: &AppState,
+    route: &RouteSettings,
+    path: &str,
+    access_token: Option<&str>,
+) -> Result<awc::ClientRequest, Error> {
+    let url = upstream_url(route, path, req.query_string());
+    let mut upstream = state
+        .upstream
+        .request(req.method().clone(), url.as_str())
+        .no_decompress()
+        .timeout(route.timeout);
+    let public = &state.settings.server.public_url;
+    let host = match public.port() {
+        Some(port) => format!("{}:{port}", public.host_str().unwrap_or_default()),
+        None => public.host_str().unwrap_or_default().to_string(),
+    };
+    let mut out =
+        headers::upstream_request_headers(req.headers(), &state.settings.proxy.csrf_header);
+    let peer = req.peer_addr().map(|a| a.ip().to_string());
+    headers::add_forwarding(
+        &mut out,
+        headers::forwarded_for(req.headers(), peer.as_deref()),
+        public.scheme(),
+        &host,
+    );
+    if let Some(token) = access_token {
+        let value = HeaderValue::from_str(&format!("Bearer {token}"))
+            .map_err(|_| Error::Internal("access token is not a valid header value".into()))?;
+        out.insert(header::AUTHORIZATION, value);
+    }
+    *upstream.headers_mut() = out;
+    Ok(upstream)
+}
+
+/// Phase 5: sends the request, streaming the body with the framing it came with.
+async fn send_upstream(
+    upstream: awc::ClientRequest,
+    req: &HttpRequest,
+    body: web::Payload,
+) -> Result<awc::ClientResponse<impl UpstreamBody>, Error> {
+    let length = req
+        .headers()
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.trim().parse::<u64>().ok());
+    let chunked = req.headers().contains_key(header::TRANSFER_ENCODING);
+    let sent = match length {
+        Some(0) => upstream.send_body(""),
+        Some(len) => upstream.send_body(SizedStream::new(len, body)),
+        None if chunked => upstream.send_stream(body),
+        None => upstream.send(),
+    };
+    sent.await.map_err(|e| match e {
+        SendRequestError::Timeout => {
+            Error::UpstreamTimeout("no response within the route timeout".into())
+        }
+        other => Error::UpstreamUnavailable(other.to_string()),
+    })
+}
+
+/// Phase 6: status and filtered headers as the upstream sent them; body streamed.
+fn respond(
+    upstream: awc::ClientResponse<impl UpstreamBody>,
+    route: &RouteSettings,
+) -> HttpResponse {
+    let mut res = HttpResponse::build(upstream.status());
+    for (name, value) in
+        headers::downstream_response_headers(upstream.headers(), route.allow_set_cookie).iter()
+    {
+        res.append_header((name.clone(), value.clone()));
+    }
+    let length = upstream
+        .headers()
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.trim().parse::<u64>().ok());
+    match length {
+        Some(len) => res.body(SizedStream::new(len, upstream)),
+        None => res.streaming(upstream),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Duration;
+
+    fn route(prefix: &str, upstream: &str, strip: bool) -> RouteSettings {
+        RouteSettings {
+            prefix: prefix.into(),
+            upstream: upstream.parse().unwrap(),
+            token: TokenRequirement::Required,
+            strip_prefix: strip,
+            timeout: Duration::from_secs(1),
+            methods: None,
+            allow_set_cookie: false,
+        }
+    }
+
+    #[test]
+    fn the_rest_of_the_path_and_the_query_are_appended_to_the_upstream() {
+        let r = route("/api", "http://up:9000/v1", true);
+        let url = |p: &str, q: &str| upstream_url(&r, &upstream_path(&r, p).unwrap(), q);
+        assert_eq!(
+            url("/api/orders/7", "a=1&b=%20"),
+            "http://up:9000/v1/orders/7?a=1&b=%20"
+        );
+        assert_eq!(url("/api", ""), "http://up:9000/v1");
+        assert_eq!(url("/api/", ""), "http://up:9000/v1/");
+        let root = route("/api", "http://up:9000", true);
+        assert_eq!(upstream_url(&root, "", ""), "http://up:9000/");
+        let keep = route("/api", "http://up:9000/", false);
+        assert_eq!(
+            upstream_url(&keep, &upstream_path(&keep, "/api/x").unwrap(), ""),
+            "http://up:9000/api/x"
+        );
+    }
+
+    #[test]
+    fn dot_segments_and_foreign_paths_are_refused() {
+        let r = route("/api", "http://up/v1", true);
+        for bad in [
+            "/api/../admin",
+            "/api/%2e%2E/admin",
+            "/api/./x",
+            "/apix",
+            "/other",
+            "/api/a\\..\\b",
+            "/api/%5c",
+        ] {
+            assert_eq!(upstream_path(&r, bad), None, "{bad}");
+        }
+        assert_eq!(
+            upstream_path(&r, "/api/a..b/.well-known").as_deref(),
+            Some("/a..b/.well-known")
+        );
+    }
+}
