@@ -37,15 +37,8 @@ impl Default for AppOptions {
         Self {
             redis_url: support::shared_redis().url(),
             issuer: support::shared_provider().issuer(),
-            client_auth: "client_secret_basic",
-            idle_timeout: "30m",
-            absolute_timeout: "12h",
-            insecure_cookies: true,
-            static_dir: None,
-            extra_toml: String::new(),
             register: true,
-            client: None,
-            port: None,
+            ..Self::default_offline()
         }
     }
 }
