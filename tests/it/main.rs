@@ -4,5 +4,6 @@ mod provider;
 
 mod app;
 mod login;
+mod proxy;
 mod resilience;
 mod serving;

@@ -1,0 +1,535 @@
+//! Issue 3: the `/api` reverse proxy. Real spa-bff, real Redis, real
+//! node-oidc-provider, and a real upstream HTTP server started here that records
+//! every request it receives.
+
+use crate::app::{spawn_app, spawn_app_with, AppOptions, TestApp};
+use crate::support::{self, free_port, Browser, Provider, ProviderOptions, Resp};
+use actix_web::{web, HttpRequest, HttpResponse, HttpServer};
+use futures_util::future::join_all;
+use std::net::TcpListener;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+// ---------------------------------------------------------------------------------------
+// The upstream: an actix-web server on port 0 that records what it received.
+
+/// One request as the upstream saw it.
+#[derive(Clone, Debug)]
+struct Seen {
+    method: String,
+    path: String,
+    query: String,
+    headers: Vec<(String, String)>,
+    body: Vec<u8>,
+}
+
+impl Seen {
+    fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(k, _)| k == name)
+            .map(|(_, v)| v.as_str())
+    }
+
+    fn bearer(&self) -> Option<&str> {
+        self.header("authorization")?.strip_prefix("Bearer ")
+    }
+}
+
+struct Upstream {
+    url: String,
+    seen: Arc<Mutex<Vec<Seen>>>,
+}
+
+impl Upstream {
+    /// `GET /hang` sleeps 10 s; `/set-cookie` answers with a cookie; anything else
+    /// answers 201 with a body describing the request and a custom header.
+    fn start() -> Upstream {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let seen = Arc::new(Mutex::new(Vec::new()));
+        let recorded = seen.clone();
+        let server = HttpServer::new(move || {
+            let recorded = recorded.clone();
+            actix_web::App::new().default_service(web::to(
+                move |req: HttpRequest, body: web::Bytes| {
+                    let recorded = recorded.clone();
+                    async move { upstream_handler(req, body, recorded).await }
+                },
+            ))
+        })
+        .workers(1)
+        .listen(listener)
+        .unwrap()
+        .run();
+        actix_web::rt::spawn(server);
+        Upstream {
+            url: format!("http://127.0.0.1:{port}"),
+            seen,
+        }
+    }
+
+    fn seen(&self) -> Vec<Seen> {
+        self.seen.lock().unwrap().clone()
+    }
+
+    fn last(&self) -> Seen {
+        self.seen()
+            .last()
+            .cloned()
+            .expect("the upstream saw a request")
+    }
+}
+
+async fn upstream_handler(
+    req: HttpRequest,
+    body: web::Bytes,
+    recorded: Arc<Mutex<Vec<Seen>>>,
+) -> HttpResponse {
+    let seen = Seen {
+        method: req.method().to_string(),
+        path: req.path().to_string(),
+        query: req.query_string().to_string(),
+        headers: req
+            .headers()
+            .iter()
+            .map(|(k, v)| {
+                (
+                    k.as_str().to_string(),
+                    String::from_utf8_lossy(v.as_bytes()).into_owned(),
+                )
+            })
+            .collect(),
+        body: body.to_vec(),
+    };
+    recorded.lock().unwrap().push(seen.clone());
+    match seen.path.as_str() {
+        "/hang" => {
+            actix_web::rt::time::sleep(Duration::from_secs(10)).await;
+            HttpResponse::Ok().finish()
+        }
+        "/set-cookie" => HttpResponse::Ok()
+            .insert_header(("set-cookie", "upstream=1; Path=/"))
+            .body("cookie"),
+        _ => HttpResponse::Created()
+            .insert_header(("x-upstream", "yes"))
+            .insert_header(("content-type", "text/plain; charset=utf-8"))
+            .body(format!(
+                "{} {}?{} {} bytes",
+                seen.method,
+                seen.path,
+                seen.query,
+                seen.body.len()
+            )),
+    }
+}
+
+// ---------------------------------------------------------------------------------------
+// Helpers
+
+fn route(prefix: &str, upstream: &str, extra: &str) -> String {
+    format!("\n[[routes]]\nprefix = \"{prefix}\"\nupstream = \"{upstream}\"\n{extra}\n")
+}
+
+const CSRF: (&str, &str) = ("x-csrf", "1");
+
+async fn api(browser: &Browser, app: &TestApp, method: &str, path: &str) -> Resp {
+    browser
+        .request(
+            method,
+            &app.at(path),
+            &[CSRF, ("accept", "application/json")],
+            Vec::new(),
+        )
+        .await
+}
+
+async fn logged_in(app: &TestApp, user: &str) -> Browser {
+    let browser = Browser::new();
+    let res = app.login(&browser, user, "/").await;
+    assert_eq!(res.status, 302, "login: {}", res.text());
+    browser
+}
+
+fn unique(user: &str) -> String {
+    format!("{user}-{}", support::random_string(4))
+}
+
+async fn sleep_ms(ms: u64) {
+    actix_web::rt::time::sleep(Duration::from_millis(ms)).await;
+}
+
+async fn refreshes(provider: &Provider) -> u64 {
+    provider.stats().await["refresh_token"]
+        .as_u64()
+        .unwrap_or(0)
+}
+
+/// A provider whose access tokens live 3 s, and an app refreshing 1 s before expiry.
+async fn short_lived_tokens(upstream: &Upstream) -> (Provider, TestApp) {
+    let provider = Provider::start(ProviderOptions {
+        access_token_ttl_secs: 3,
+        ..ProviderOptions::default()
+    });
+    let app = spawn_app_with(
+        AppOptions {
+            issuer: provider.issuer(),
+            extra_toml: format!(
+                "[proxy]\nrefresh_skew = \"1s\"\n{}",
+                route("/api", &upstream.url, "")
+            ),
+            ..AppOptions::default()
+        },
+        &provider,
+    )
+    .await;
+    (provider, app)
+}
+
+// ---------------------------------------------------------------------------------------
+// Forwarding
+
+#[actix_web::test]
+async fn api_calls_reach_the_upstream_with_the_bearer_token_and_without_browser_credentials() {
+    let upstream = Upstream::start();
+    let app = spawn_app(AppOptions {
+        extra_toml: route("/api", &format!("{}/v1", upstream.url), ""),
+        ..AppOptions::default()
+    })
+    .await;
+    let browser = logged_in(&app, &unique("paul")).await;
+
+    for (method, body) in [
+        ("GET", &b""[..]),
+        ("POST", &b"{\"item\":\"book\"}"[..]),
+        ("PUT", &b"replace me"[..]),
+        ("DELETE", &b"gone"[..]),
+    ] {
+        let res = browser
+            .request(
+                method,
+                &app.at("/api/orders/7?x=1&y=a%20b"),
+                &[
+                    CSRF,
+                    ("authorization", "Bearer forged-by-the-client"),
+                    ("content-type", "application/json"),
+                    ("x-custom", "kept"),
+                ],
+                body.to_vec(),
+            )
+            .await;
+        assert_eq!(res.status, 201, "{method}: {}", res.text());
+        assert_eq!(
+            res.text(),
+            format!("{method} /v1/orders/7?x=1&y=a%20b {} bytes", body.len())
+        );
+        assert_eq!(res.header("x-upstream"), Some("yes"));
+        assert_eq!(
+            res.header("content-type"),
+            Some("text/plain; charset=utf-8")
+        );
+
+        let seen = upstream.last();
+        assert_eq!(seen.method, method);
+        assert_eq!(seen.path, "/v1/orders/7");
+        assert_eq!(seen.query, "x=1&y=a%20b");
+        assert_eq!(seen.body, body);
+        let token = seen.bearer().expect("a bearer token");
+        assert!(
+            token.len() > 20 && token != "forged-by-the-client",
+            "{token}"
+        );
+        assert_eq!(seen.header("authorization").map(|_| ()), Some(()));
+        assert_eq!(
+            seen.headers
+                .iter()
+                .filter(|(k, _)| k == "authorization")
+                .count(),
+            1
+        );
+        assert_eq!(
+            seen.header("cookie"),
+            None,
+            "the browser's cookies stay here"
+        );
+        assert_eq!(seen.header("x-csrf"), None);
+        assert_eq!(seen.header("x-custom"), Some("kept"));
+        assert_eq!(seen.header("x-forwarded-for"), Some("127.0.0.1"));
+        assert_eq!(seen.header("x-forwarded-proto"), Some("http"));
+        let public_host = app.public_url.trim_start_matches("http://");
+        assert_eq!(seen.header("x-forwarded-host"), Some(public_host));
+        assert_eq!(
+            seen.header("host"),
+            Some(upstream.url.trim_start_matches("http://"))
+        );
+    }
+    // The token is never shown to the browser.
+    let token = upstream.last().bearer().unwrap().to_string();
+    assert!(!app.user(&browser).await.text().contains(&token));
+}
+
+#[actix_web::test]
+async fn missing_csrf_header_is_403_and_no_session_is_401_json() {
+    let upstream = Upstream::start();
+    let app = spawn_app(AppOptions {
+        extra_toml: route("/api", &upstream.url, ""),
+        ..AppOptions::default()
+    })
+    .await;
+    let browser = logged_in(&app, &unique("quinn")).await;
+
+    for accept in ["application/json", "text/html"] {
+        let res = browser
+            .request("GET", &app.at("/api/x"), &[("accept", accept)], Vec::new())
+            .await;
+        assert_eq!(res.status, 403, "{}", res.text());
+        assert_eq!(res.json()["error"], "forbidden");
+    }
+    let wrong = browser
+        .request("GET", &app.at("/api/x"), &[("x-csrf", "0")], Vec::new())
+        .await;
+    assert_eq!(wrong.status, 403);
+
+    let stranger = Browser::new();
+    let res = api(&stranger, &app, "GET", "/api/x").await;
+    assert_eq!(res.status, 401);
+    assert_eq!(res.json()["error"], "unauthenticated");
+    assert_eq!(
+        res.header("location"),
+        None,
+        "never a redirect to the provider"
+    );
+
+    // A cookie that leads nowhere is 401 and cleared.
+    stranger.set_cookie(&app.url, &app.cookie_name, "garbage");
+    let res = api(&stranger, &app, "GET", "/api/x").await;
+    assert_eq!(res.status, 401);
+    let cleared = res
+        .set_cookies()
+        .iter()
+        .any(|c| c.starts_with(&format!("{}=", app.cookie_name)) && c.contains("Max-Age=0"));
+    assert!(cleared, "{:?}", res.set_cookies());
+    assert!(upstream.seen().is_empty(), "nothing reached the upstream");
+
+    // Only configured prefixes are proxied.
+    assert_eq!(api(&browser, &app, "GET", "/apix").await.status, 404);
+    assert_eq!(api(&browser, &app, "GET", "/other/x").await.status, 404);
+    assert_eq!(api(&browser, &app, "GET", "/api/../user").await.status, 404);
+    assert!(upstream.seen().is_empty());
+}
+
+#[actix_web::test]
+async fn optional_and_none_routes_and_the_method_allow_list() {
+    let upstream = Upstream::start();
+    let app = spawn_app(AppOptions {
+        extra_toml: [
+            route("/opt", &upstream.url, "token = \"optional\""),
+            route(
+                "/public",
+                &upstream.url,
+                "token = \"none\"\nstrip_prefix = false",
+            ),
+            route("/ro", &upstream.url, "methods = [\"GET\"]"),
+            route("/cookies", &upstream.url, "allow_set_cookie = true"),
+        ]
+        .concat(),
+        ..AppOptions::default()
+    })
+    .await;
+
+    let stranger = Browser::new();
+    assert_eq!(api(&stranger, &app, "GET", "/opt/a").await.status, 201);
+    assert_eq!(upstream.last().header("authorization"), None);
+    assert_eq!(upstream.last().path, "/a");
+
+    let browser = logged_in(&app, &unique("rita")).await;
+    assert_eq!(api(&browser, &app, "GET", "/opt/a").await.status, 201);
+    assert!(upstream.last().bearer().is_some());
+
+    assert_eq!(api(&browser, &app, "GET", "/public/b").await.status, 201);
+    assert_eq!(upstream.last().header("authorization"), None);
+    assert_eq!(upstream.last().path, "/public/b", "strip_prefix = false");
+
+    assert_eq!(api(&browser, &app, "GET", "/ro/c").await.status, 201);
+    let res = api(&browser, &app, "POST", "/ro/c").await;
+    assert_eq!(res.status, 405);
+    assert_eq!(res.json()["error"], "method_not_allowed");
+
+    // Set-Cookie from an upstream is dropped unless the route allows it.
+    let dropped = api(&browser, &app, "GET", "/opt/set-cookie").await;
+    assert_eq!(dropped.status, 200);
+    assert!(
+        dropped.set_cookies().is_empty(),
+        "{:?}",
+        dropped.set_cookies()
+    );
+    let kept = api(&browser, &app, "GET", "/cookies/set-cookie").await;
+    assert_eq!(kept.set_cookies(), vec!["upstream=1; Path=/".to_string()]);
+}
+
+#[actix_web::test]
+async fn unreachable_upstream_is_502_and_a_slow_one_is_504() {
+    let upstream = Upstream::start();
+    let app = spawn_app(AppOptions {
+        extra_toml: [
+            route("/down", &format!("http://127.0.0.1:{}", free_port()), ""),
+            route("/slow", &upstream.url, "timeout = \"500ms\""),
+        ]
+        .concat(),
+        ..AppOptions::default()
+    })
+    .await;
+    let browser = logged_in(&app, &unique("sam")).await;
+
+    let res = api(&browser, &app, "GET", "/down/x").await;
+    assert_eq!(res.status, 502, "{}", res.text());
+    assert_eq!(res.json()["error"], "bad_gateway");
+
+    let started = Instant::now();
+    let res = api(&browser, &app, "GET", "/slow/hang").await;
+    assert_eq!(res.status, 504, "{}", res.text());
+    assert_eq!(res.json()["error"], "gateway_timeout");
+    assert!(
+        started.elapsed() < Duration::from_secs(3),
+        "{:?}",
+        started.elapsed()
+    );
+    // The session survives both.
+    assert_eq!(api(&browser, &app, "GET", "/slow/ok").await.status, 201);
+}
+
+// ---------------------------------------------------------------------------------------
+// Transparent refresh
+
+#[actix_web::test]
+async fn an_expiring_access_token_is_refreshed_once_and_the_new_one_forwarded() {
+    let upstream = Upstream::start();
+    let (provider, app) = short_lived_tokens(&upstream).await;
+    let browser = logged_in(&app, &unique("tess")).await;
+
+    assert_eq!(api(&browser, &app, "GET", "/api/a").await.status, 201);
+    let first = upstream.last().bearer().unwrap().to_string();
+    assert_eq!(refreshes(&provider).await, 0);
+
+    sleep_ms(2300).await; // within the 1 s skew of the 3 s lifetime
+    let res = api(&browser, &app, "GET", "/api/b").await;
+    assert_eq!(res.status, 201, "{}", res.text());
+    let second = upstream.last().bearer().unwrap().to_string();
+    assert_ne!(first, second, "the upstream got the new token");
+    let stats = provider.stats().await;
+    assert_eq!(stats["refresh_token"], 1, "{stats}");
+    assert_eq!(stats["refresh_success"], 1, "{stats}");
+
+    // The rotated refresh token was saved: the next expiry refreshes fine again.
+    sleep_ms(2300).await;
+    assert_eq!(api(&browser, &app, "GET", "/api/c").await.status, 201);
+    assert_ne!(upstream.last().bearer().unwrap(), second);
+    assert_eq!(provider.stats().await["refresh_success"], 2);
+    assert_eq!(app.user(&browser).await.status, 200);
+}
+
+#[actix_web::test]
+async fn a_storm_of_100_calls_after_expiry_causes_exactly_one_refresh() {
+    let upstream = Upstream::start();
+    let (provider, app) = short_lived_tokens(&upstream).await;
+    let browser = logged_in(&app, &unique("uma")).await;
+    assert_eq!(api(&browser, &app, "GET", "/api/warm").await.status, 201);
+    sleep_ms(2300).await;
+
+    let started = Instant::now();
+    let results = join_all((0..100).map(|i| {
+        let browser = &browser;
+        let app = &app;
+        async move { api(browser, app, "GET", &format!("/api/storm/{i}")).await }
+    }))
+    .await;
+    let elapsed = started.elapsed();
+    let statuses: Vec<u16> = results.iter().map(|r| r.status).collect();
+    assert!(statuses.iter().all(|s| *s == 201), "{statuses:?}");
+    let stats = provider.stats().await;
+    assert_eq!(stats["refresh_token"], 1, "{stats}");
+    let tokens: std::collections::HashSet<String> = upstream
+        .seen()
+        .iter()
+        .filter(|s| s.path.starts_with("/storm/"))
+        .map(|s| s.bearer().unwrap().to_string())
+        .collect();
+    assert_eq!(
+        tokens.len(),
+        1,
+        "every storm call carried the one new token"
+    );
+    eprintln!("storm: 100 calls, one refresh, {elapsed:?}");
+}
+
+#[actix_web::test]
+async fn two_instances_sharing_redis_refresh_exactly_once() {
+    let upstream = Upstream::start();
+    let (provider, app) = short_lived_tokens(&upstream).await;
+    let twin = app.start_twin().await;
+    let browser = logged_in(&app, &unique("vera")).await;
+    let cookie = app.session_cookie(&browser).expect("session cookie");
+    browser.set_cookie(&twin.url, &app.cookie_name, &cookie);
+
+    // Logged in on one, the session works on the other.
+    assert_eq!(api(&browser, &twin, "GET", "/api/hello").await.status, 201);
+    sleep_ms(2300).await;
+
+    let started = Instant::now();
+    let results = join_all((0..100).map(|i| {
+        let browser = &browser;
+        let target = if i % 2 == 0 { &app } else { &twin };
+        async move { api(browser, target, "GET", &format!("/api/storm/{i}")).await }
+    }))
+    .await;
+    let elapsed = started.elapsed();
+    let statuses: Vec<u16> = results.iter().map(|r| r.status).collect();
+    assert!(statuses.iter().all(|s| *s == 201), "{statuses:?}");
+    let stats = provider.stats().await;
+    assert_eq!(stats["refresh_token"], 1, "{stats}");
+    eprintln!("twin storm: 100 calls over 2 instances, one refresh, {elapsed:?}");
+    twin.handle.stop(false).await;
+}
+
+#[actix_web::test]
+async fn a_revoked_grant_ends_the_session_with_401() {
+    let upstream = Upstream::start();
+    // A skew longer than the token lifetime: every call refreshes.
+    let app = spawn_app(AppOptions {
+        extra_toml: format!(
+            "[proxy]\nrefresh_skew = \"1h\"\n{}",
+            route("/api", &upstream.url, "")
+        ),
+        ..AppOptions::default()
+    })
+    .await;
+    let user = unique("walt");
+    let browser = logged_in(&app, &user).await;
+    assert_eq!(api(&browser, &app, "GET", "/api/a").await.status, 201);
+
+    assert!(support::shared_provider().revoke_grants(&user).await >= 1);
+    let res = api(&browser, &app, "GET", "/api/b").await;
+    assert_eq!(res.status, 401, "{}", res.text());
+    assert_eq!(res.json()["error"], "unauthenticated");
+    assert_eq!(
+        upstream.seen().len(),
+        1,
+        "the second call never reached the upstream"
+    );
+    assert_eq!(app.user(&browser).await.status, 401, "the session is gone");
+}
+
+#[actix_web::test]
+async fn provider_down_during_refresh_is_503_and_the_session_is_kept() {
+    let upstream = Upstream::start();
+    let (provider, app) = short_lived_tokens(&upstream).await;
+    let browser = logged_in(&app, &unique("xena")).await;
+    provider.stop();
+    sleep_ms(2300).await;
+
+    let res = api(&browser, &app, "GET", "/api/a").await;
+    assert_eq!(res.status, 503, "{}", res.text());
+    assert_eq!(res.json()["error"], "provider_unavailable");
+    assert!(upstream.seen().is_empty());
+    assert_eq!(app.user(&browser).await.status, 200, "the session is kept");
+}
