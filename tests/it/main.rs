@@ -7,3 +7,4 @@ mod login;
 mod proxy;
 mod resilience;
 mod serving;
+mod fake_op;
