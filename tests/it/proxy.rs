@@ -533,3 +533,55 @@ async fn provider_down_during_refresh_is_503_and_the_session_is_kept() {
     assert!(upstream.seen().is_empty());
     assert_eq!(app.user(&browser).await.status, 200, "the session is kept");
 }
+
+#[actix_web::test]
+async fn a_crashed_lock_holder_delays_the_refresh_at_most_its_lock_ttl() {
+    let upstream = Upstream::start();
+    let (provider, app) = short_lived_tokens(&upstream).await;
+    let browser = logged_in(&app, &unique("yuri")).await;
+    sleep_ms(2300).await;
+
+    // Another instance took the session's refresh lock and died: it expires in 1.5 s.
+    let redis = redis::Client::open(support::shared_redis().url()).unwrap();
+    let mut conn = redis.get_multiplexed_async_connection().await.unwrap();
+    let keys: Vec<String> = redis::cmd("KEYS")
+        .arg(format!("{}session:*", app.prefix))
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    assert_eq!(keys.len(), 1, "{keys:?}");
+    let _: () = redis::cmd("SET")
+        .arg(format!("{}:lock", keys[0]))
+        .arg("held-by-a-crashed-instance")
+        .arg("PX")
+        .arg(1500)
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+
+    let started = Instant::now();
+    let res = api(&browser, &app, "GET", "/api/after-crash").await;
+    let waited = started.elapsed();
+    assert_eq!(res.status, 201, "{}", res.text());
+    assert!(
+        waited >= Duration::from_millis(1300) && waited < Duration::from_secs(4),
+        "{waited:?}"
+    );
+    assert_eq!(provider.stats().await["refresh_token"], 1);
+}
+
+#[actix_web::test]
+async fn head_requests_keep_the_upstream_content_length_without_a_body() {
+    let upstream = Upstream::start();
+    let app = spawn_app(AppOptions {
+        extra_toml: route("/api", &upstream.url, ""),
+        ..AppOptions::default()
+    })
+    .await;
+    let browser = logged_in(&app, &unique("zoe")).await;
+    let head = api(&browser, &app, "HEAD", "/api/h").await;
+    assert_eq!(head.status, 201);
+    assert!(head.body.is_empty());
+    let would_be = "HEAD /h? 0 bytes".len().to_string();
+    assert_eq!(head.header("content-length"), Some(would_be.as_str()));
+}
