@@ -3,8 +3,9 @@ mod support;
 mod provider;
 
 mod app;
+mod demo_api;
+mod fake_op;
 mod login;
 mod proxy;
 mod resilience;
 mod serving;
-mod fake_op;
