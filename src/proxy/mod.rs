@@ -104,35 +104,145 @@ async fn forward(
 
 async fn proxy(
     req: &HttpRequest,
-    body: web::Payload,
+    payload: web::Payload,
     state: &AppState,
     route: &RouteSettings,
 ) -> Result<HttpResponse, Rejection> {
     let rest = check_request(req, state, route)?;
     let session = authenticate(req, state, route).await?;
-    let (token, clear_cookie) = match session {
-        None => (None, false),
-        Some(session) => match refresh::ensure_fresh(state, session).await {
-            Ok(fresh) => (Some(fresh.record.tokens.access_token), false),
-            Err(Error::Unauthenticated) if route.token == TokenRequirement::Optional => {
-                (None, true)
+    let mut clear_cookie = false;
+    let session = match session {
+        None => None,
+        Some(session) => match session_ended(refresh::ensure_fresh(state, session).await, route)? {
+            Some(fresh) => Some(fresh),
+            None => {
+                clear_cookie = true;
+                None
             }
-            Err(error @ Error::Unauthenticated) => {
-                return Err(Rejection {
-                    error,
-                    clear_cookie: true,
-                })
-            }
-            Err(e) => return Err(e.into()),
         },
     };
-    let upstream = prepare_upstream(req, state, route, &rest, token.as_ref().map(|t| t.expose()))?;
-    let response = send_upstream(upstream, req, body).await?;
+    let body = OutgoingBody::read(req, payload).await?;
+    let replay = body.replay();
+    let token = session
+        .as_ref()
+        .map(|s| s.record.tokens.access_token.expose());
+    let upstream = prepare_upstream(req, state, route, &rest, token)?;
+    let mut response = send_upstream(upstream, body).await?;
+
+    // Phase 5b: the upstream rejected a token we thought valid (revoked, or its
+    // clock differs): refresh once and retry once, if the body can be sent again.
+    if let (Some(session), Some(body)) = (session, replay) {
+        if rejects_token(&response) {
+            let rejected = session.record.tokens.access_token.clone();
+            match session_ended(refresh::replace_rejected(state, session).await, route)? {
+                Some(renewed) if renewed.record.tokens.access_token != rejected => {
+                    tracing::info!(route = %route.prefix, "upstream rejected the access token; retrying once with a new one");
+                    let token = Some(renewed.record.tokens.access_token.expose());
+                    let upstream = prepare_upstream(req, state, route, &rest, token)?;
+                    response = send_upstream(upstream, body).await?;
+                }
+                Some(_) => {} // nothing newer to offer: pass the 401 on
+                None => {
+                    return Err(Rejection {
+                        error: Error::Unauthenticated,
+                        clear_cookie: true,
+                    })
+                }
+            }
+        }
+    }
     let mut res = respond(response, route);
     if clear_cookie {
         let _ = res.add_cookie(&state.cookies.clear_session());
     }
     Ok(res)
+}
+
+/// Maps a refresh outcome: `Ok(None)` when the session ended but the route is
+/// `optional` (forward without a token, clear the cookie); 401 when it ended on a
+/// `required` route.
+fn session_ended(
+    outcome: Result<LoadedSession, Error>,
+    route: &RouteSettings,
+) -> Result<Option<LoadedSession>, Rejection> {
+    match outcome {
+        Ok(session) => Ok(Some(session)),
+        Err(Error::Unauthenticated) if route.token == TokenRequirement::Optional => Ok(None),
+        Err(error @ Error::Unauthenticated) => Err(Rejection {
+            error,
+            clear_cookie: true,
+        }),
+        Err(e) => Err(e.into()),
+    }
+}
+
+/// Whether the upstream answered 401 with `WWW-Authenticate: Bearer ...
+/// error="invalid_token"` (RFC 6750 section 3.1).
+fn rejects_token<S>(response: &awc::ClientResponse<S>) -> bool {
+    response.status() == actix_web::http::StatusCode::UNAUTHORIZED
+        && response
+            .headers()
+            .get_all(header::WWW_AUTHENTICATE)
+            .filter_map(|v| v.to_str().ok())
+            .map(str::to_ascii_lowercase)
+            .any(|v| v.starts_with("bearer") && v.contains("error=\"invalid_token\""))
+}
+
+/// Bodies up to this size are buffered so that a request can be retried once
+/// after the upstream rejected the token; larger ones stream (and are not retried).
+pub const RETRY_BUFFER_LIMIT: u64 = 64 * 1024;
+
+/// The request body as it will be sent upstream, with the framing it came with.
+enum OutgoingBody {
+    /// No body at all (no Content-Length, not chunked).
+    None,
+    /// A small body read into memory (replayable).
+    Buffered(web::Bytes),
+    /// A large or chunked body, streamed once.
+    Streamed {
+        payload: web::Payload,
+        length: Option<u64>,
+    },
+}
+
+impl OutgoingBody {
+    async fn read(req: &HttpRequest, mut payload: web::Payload) -> Result<Self, Error> {
+        use futures_util::StreamExt;
+        let length = req
+            .headers()
+            .get(header::CONTENT_LENGTH)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.trim().parse::<u64>().ok());
+        let chunked = req.headers().contains_key(header::TRANSFER_ENCODING);
+        match length {
+            None if !chunked => Ok(OutgoingBody::None),
+            Some(len) if !chunked && len <= RETRY_BUFFER_LIMIT => {
+                let mut buf = web::BytesMut::with_capacity(len as usize);
+                while let Some(chunk) = payload.next().await {
+                    let chunk = chunk.map_err(|e| {
+                        Error::UpstreamUnavailable(format!("reading the request body: {e}"))
+                    })?;
+                    if (buf.len() + chunk.len()) as u64 > len {
+                        return Err(Error::Forbidden(
+                            "request body longer than its Content-Length",
+                        ));
+                    }
+                    buf.extend_from_slice(&chunk);
+                }
+                Ok(OutgoingBody::Buffered(buf.freeze()))
+            }
+            length => Ok(OutgoingBody::Streamed { payload, length }),
+        }
+    }
+
+    /// A copy to send again, when the body is not a one-shot stream.
+    fn replay(&self) -> Option<Self> {
+        match self {
+            OutgoingBody::None => Some(OutgoingBody::None),
+            OutgoingBody::Buffered(b) => Some(OutgoingBody::Buffered(b.clone())),
+            OutgoingBody::Streamed { .. } => None,
+        }
+    }
 }
 
 /// Phase 1: CSRF header, method allow-list, path. Returns the path after the
@@ -261,20 +371,19 @@ fn prepare_upstream(
 /// Phase 5: sends the request, streaming the body with the framing it came with.
 async fn send_upstream(
     upstream: awc::ClientRequest,
-    req: &HttpRequest,
-    body: web::Payload,
+    body: OutgoingBody,
 ) -> Result<awc::ClientResponse<impl UpstreamBody>, Error> {
-    let length = req
-        .headers()
-        .get(header::CONTENT_LENGTH)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.trim().parse::<u64>().ok());
-    let chunked = req.headers().contains_key(header::TRANSFER_ENCODING);
-    let sent = match length {
-        Some(0) => upstream.send_body(""),
-        Some(len) => upstream.send_body(SizedStream::new(len, body)),
-        None if chunked => upstream.send_stream(body),
-        None => upstream.send(),
+    let sent = match body {
+        OutgoingBody::None => upstream.send(),
+        OutgoingBody::Buffered(bytes) => upstream.send_body(bytes),
+        OutgoingBody::Streamed {
+            payload,
+            length: Some(len),
+        } => upstream.send_body(SizedStream::new(len, payload)),
+        OutgoingBody::Streamed {
+            payload,
+            length: None,
+        } => upstream.send_stream(payload),
     };
     sent.await.map_err(|e| match e {
         SendRequestError::Timeout => {

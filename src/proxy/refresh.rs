@@ -17,6 +17,7 @@
 
 use crate::error::Error;
 use crate::oidc::refresh::{refresh_tokens, RefreshError};
+use crate::secret::Sensitive;
 use crate::session::{LoadedSession, SessionRef, Tokens, UpdateOutcome};
 use crate::state::AppState;
 use crate::time::{now_ms, UnixMs};
@@ -62,6 +63,22 @@ fn expired(tokens: &Tokens, now: UnixMs) -> bool {
     tokens.access_token_expires_at.is_some_and(|exp| now >= exp)
 }
 
+/// Why the stored access token is not good enough.
+enum Stale<'a> {
+    /// It expires within the skew.
+    Expiring,
+    /// The upstream rejected this token (`401 invalid_token`): replace it even if
+    /// it looks valid, unless it was replaced meanwhile.
+    Rejected(&'a Sensitive),
+}
+
+impl Stale<'_> {
+    fn applies(&self, tokens: &Tokens, now: UnixMs, skew: Duration) -> bool {
+        needs_refresh(tokens, now, skew)
+            || matches!(self, Stale::Rejected(bad) if tokens.access_token == **bad)
+    }
+}
+
 /// The session with an access token valid for at least the skew, refreshing it
 /// if needed. `Err(Unauthenticated)`: the session ended (it is deleted);
 /// `Err(ProviderUnavailable)`: try again later, the session is kept.
@@ -69,24 +86,45 @@ pub async fn ensure_fresh(
     state: &AppState,
     session: LoadedSession,
 ) -> Result<LoadedSession, Error> {
+    renew(state, session, Stale::Expiring).await
+}
+
+/// The session with an access token other than its current one, which the
+/// upstream rejected. Concurrent callers rejected with the same token share one
+/// refresh like [`ensure_fresh`]'s callers do. When the session cannot be
+/// refreshed (no refresh token), it comes back unchanged.
+pub async fn replace_rejected(
+    state: &AppState,
+    session: LoadedSession,
+) -> Result<LoadedSession, Error> {
+    let rejected = session.record.tokens.access_token.clone();
+    renew(state, session, Stale::Rejected(&rejected)).await
+}
+
+async fn renew(
+    state: &AppState,
+    session: LoadedSession,
+    stale: Stale<'_>,
+) -> Result<LoadedSession, Error> {
     let skew = state.settings.proxy.refresh_skew;
-    if !needs_refresh(&session.record.tokens, now_ms(), skew) {
+    if !stale.applies(&session.record.tokens, now_ms(), skew) {
         return Ok(session);
     }
     let id = session.reference.storage_id();
     let mutex = state.flights.mutex(&id);
     let _in_process = mutex.lock().await;
     let session = reload(state, &session.reference).await?;
-    if !needs_refresh(&session.record.tokens, now_ms(), skew) {
+    if !stale.applies(&session.record.tokens, now_ms(), skew) {
         return Ok(session); // refreshed by a request we waited for
     }
-    across_instances(state, session).await
+    across_instances(state, session, &stale).await
 }
 
 /// Takes the Redis lock and refreshes, or waits for the instance holding it.
 async fn across_instances(
     state: &AppState,
     session: LoadedSession,
+    stale: &Stale<'_>,
 ) -> Result<LoadedSession, Error> {
     let proxy = &state.settings.proxy;
     let reference = session.reference.clone();
@@ -97,13 +135,13 @@ async fn across_instances(
             .try_lock(&reference, proxy.refresh_lock_ttl)
             .await?
         {
-            let result = refresh_holding_lock(state, &reference).await;
+            let result = refresh_holding_lock(state, &reference, stale).await;
             state.sessions.unlock(lock).await;
             return result;
         }
         actix_web::rt::time::sleep(POLL_INTERVAL).await;
         let current = reload(state, &reference).await?;
-        if !needs_refresh(&current.record.tokens, now_ms(), proxy.refresh_skew) {
+        if !stale.applies(&current.record.tokens, now_ms(), proxy.refresh_skew) {
             return Ok(current); // another instance refreshed
         }
         if Instant::now() >= give_up {
@@ -117,11 +155,12 @@ async fn across_instances(
 async fn refresh_holding_lock(
     state: &AppState,
     reference: &SessionRef,
+    stale: &Stale<'_>,
 ) -> Result<LoadedSession, Error> {
     let session = reload(state, reference).await?;
     let now = now_ms();
     let tokens = &session.record.tokens;
-    if !needs_refresh(tokens, now, state.settings.proxy.refresh_skew) {
+    if !stale.applies(tokens, now, state.settings.proxy.refresh_skew) {
         return Ok(session);
     }
     if tokens.refresh_token.is_none() && !expired(tokens, now) {

@@ -130,8 +130,25 @@ async fn upstream_handler(
             .collect(),
         body,
     };
-    recorded.lock().unwrap().push(seen.clone());
+    let first_picky_token = {
+        let mut all = recorded.lock().unwrap();
+        all.push(seen.clone());
+        all.iter()
+            .find(|s| s.path == "/picky")
+            .and_then(|s| s.bearer().map(String::from))
+    };
+    let invalid_token = || {
+        HttpResponse::Unauthorized()
+            .insert_header((
+                "www-authenticate",
+                "Bearer realm=\"api\", error=\"invalid_token\"",
+            ))
+            .body("rejected")
+    };
     match seen.path.as_str() {
+        // Rejects the first token it ever saw, accepts any other.
+        "/picky" if seen.bearer().map(String::from) == first_picky_token => invalid_token(),
+        "/always-reject" => invalid_token(),
         "/hang" => {
             actix_web::rt::time::sleep(Duration::from_secs(10)).await;
             HttpResponse::Ok().finish()
@@ -709,4 +726,61 @@ async fn uploads_and_downloads_of_100_mb_stream_through_with_flat_memory() {
     // Buffering either body would add at least 100 MiB; other tests run in this
     // process at the same time, hence some headroom over the ~30 MiB target.
     assert!(growth < 40.0, "RSS grew by {growth:.1} MiB");
+}
+
+#[actix_web::test]
+async fn an_upstream_401_invalid_token_is_refreshed_and_retried_once() {
+    let upstream = Upstream::start();
+    let provider = Provider::start(ProviderOptions::default());
+    let app = spawn_app_with(
+        AppOptions {
+            issuer: provider.issuer(),
+            extra_toml: route("/api", &upstream.url, ""),
+            ..AppOptions::default()
+        },
+        &provider,
+    )
+    .await;
+    let browser = logged_in(&app, &unique("bert")).await;
+    let post = |path: &'static str, body: Vec<u8>| {
+        let browser = &browser;
+        let url = app.at(path);
+        async move { browser.request("POST", &url, &[CSRF], body).await }
+    };
+
+    // The first token is rejected: one refresh, one retry with the body sent again.
+    let res = post("/api/picky", b"hello".to_vec()).await;
+    assert_eq!(res.status, 201, "{}", res.text());
+    let picky: Vec<Seen> = upstream
+        .seen()
+        .into_iter()
+        .filter(|s| s.path == "/picky")
+        .collect();
+    assert_eq!(picky.len(), 2);
+    assert_ne!(picky[0].bearer(), picky[1].bearer());
+    assert_eq!(picky[1].body, b"hello");
+    assert_eq!(refreshes(&provider).await, 1);
+    // The new token is kept.
+    assert_eq!(post("/api/picky", b"again".to_vec()).await.status, 201);
+    assert_eq!(refreshes(&provider).await, 1);
+
+    // Still rejected after the retry: the upstream's 401 is passed on, no loop.
+    let res = post("/api/always-reject", b"x".to_vec()).await;
+    assert_eq!(res.status, 401);
+    assert_eq!(res.text(), "rejected");
+    assert!(res.header("www-authenticate").is_some());
+    assert_eq!(refreshes(&provider).await, 2);
+    let tries = upstream
+        .seen()
+        .iter()
+        .filter(|s| s.path == "/always-reject")
+        .count();
+    assert_eq!(tries, 2);
+
+    // A body too large to buffer is streamed once: no retry.
+    let big = vec![b'a'; spa_bff::proxy::RETRY_BUFFER_LIMIT as usize + 1];
+    let res = post("/api/always-reject", big).await;
+    assert_eq!(res.status, 401);
+    assert_eq!(refreshes(&provider).await, 2);
+    assert_eq!(app.user(&browser).await.status, 200, "the session is kept");
 }
