@@ -38,6 +38,10 @@ pub enum Error {
     /// A proxied upstream did not answer within the route's timeout.
     #[error("the upstream service did not answer in time")]
     UpstreamTimeout(String),
+    /// A back-channel logout request whose logout token is not valid; the
+    /// detail is logged only (OpenID Connect Back-Channel Logout 1.0, 2.8).
+    #[error("invalid logout token")]
+    InvalidLogoutToken(String),
     /// A bug or an impossible state; the detail is logged only.
     #[error("internal error")]
     Internal(String),
@@ -93,6 +97,7 @@ impl Error {
             Error::MethodNotAllowed(_) => "method_not_allowed",
             Error::UpstreamUnavailable(_) => "bad_gateway",
             Error::UpstreamTimeout(_) => "gateway_timeout",
+            Error::InvalidLogoutToken(_) => "invalid_request",
             Error::Internal(_) => "internal_error",
         }
     }
@@ -106,6 +111,7 @@ impl Error {
             Error::NotFound => "Not found",
             Error::MethodNotAllowed(_) => "Method not allowed",
             Error::UpstreamUnavailable(_) | Error::UpstreamTimeout(_) => "Service unavailable",
+            Error::InvalidLogoutToken(_) => "Bad request",
             Error::Internal(_) => "Something went wrong",
         }
     }
@@ -142,6 +148,9 @@ impl Error {
                 };
                 tracing::info!(error.code = self.code(), detail, "login failed: {e}")
             }
+            Error::InvalidLogoutToken(detail) => {
+                tracing::warn!(error.code = self.code(), detail = %detail, "back-channel logout refused")
+            }
             _ => tracing::debug!(error.code = self.code(), "{self}"),
         }
     }
@@ -152,6 +161,7 @@ impl ResponseError for Error {
         match self {
             Error::Unauthenticated => StatusCode::UNAUTHORIZED,
             Error::Forbidden(_) => StatusCode::FORBIDDEN,
+            Error::InvalidLogoutToken(_) => StatusCode::BAD_REQUEST,
             Error::Login(LoginError::Provider { .. }) => StatusCode::FORBIDDEN,
             Error::Login(_) => StatusCode::BAD_REQUEST,
             Error::ProviderUnavailable(_) | Error::StoreUnavailable(_) => {

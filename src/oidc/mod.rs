@@ -2,6 +2,7 @@
 //! request, the callback (code exchange and ID-token validation), and logout.
 //! HTTP handlers live in `routes`; this module knows nothing of actix requests.
 
+pub mod backchannel;
 pub mod callback;
 pub mod http;
 pub mod login;

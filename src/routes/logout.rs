@@ -14,7 +14,7 @@ pub async fn logout(req: HttpRequest, state: web::Data<AppState>) -> Result<Http
         _ => None,
     };
     if let Some(s) = &session {
-        state.sessions.delete(&s.reference).await?;
+        state.sessions.end(s).await?;
         tracing::info!(session = %&s.reference.storage_id()[..8], "logged out");
     }
     let provider = state.provider.get().ok();

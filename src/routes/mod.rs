@@ -1,5 +1,6 @@
 //! Thin HTTP handlers: extract, call one domain function, map the result.
 
+pub mod backchannel;
 pub mod callback;
 pub mod health;
 pub mod login;
@@ -18,6 +19,7 @@ pub const RESERVED_PATHS: &[&str] = &[
     "/logout",
     "/healthz",
     "/readyz",
+    "/backchannel-logout",
 ];
 
 /// The one route table: spa-bff's own paths, then the proxied `[[routes]]`, then
@@ -35,7 +37,11 @@ pub fn configure(settings: &Settings) -> impl FnOnce(&mut web::ServiceConfig) {
                     .default_service(web::to(logout::wrong_method)),
             )
             .route("/healthz", web::get().to(health::healthz))
-            .route("/readyz", web::get().to(health::readyz));
+            .route("/readyz", web::get().to(health::readyz))
+            .route(
+                "/backchannel-logout",
+                web::post().to(backchannel::backchannel_logout),
+            );
         crate::proxy::configure(cfg, &routes);
         let proxied = routes.into_iter().map(|r| r.prefix).collect();
         spa::configure(cfg, static_dir, proxied);
@@ -44,9 +50,12 @@ pub fn configure(settings: &Settings) -> impl FnOnce(&mut web::ServiceConfig) {
 
 /// The query string as pairs; never fails (undecodable bytes become U+FFFD).
 pub fn query_pairs(req: &actix_web::HttpRequest) -> Vec<(String, String)> {
-    url::form_urlencoded::parse(req.query_string().as_bytes())
-        .into_owned()
-        .collect()
+    query_pairs_of(req.query_string().as_bytes())
+}
+
+/// `application/x-www-form-urlencoded` bytes as pairs; never fails.
+pub fn query_pairs_of(bytes: &[u8]) -> Vec<(String, String)> {
+    url::form_urlencoded::parse(bytes).into_owned().collect()
 }
 
 /// The first value of query parameter `name`.

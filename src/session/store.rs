@@ -144,7 +144,116 @@ impl SessionStore {
                     .await
             })
             .await?;
+        self.index(&reference, record).await?;
         Ok(reference)
+    }
+
+    fn index_key(&self, kind: &str, value: &str) -> String {
+        let digest =
+            crate::session::crypto::digest_hex(b"spa-bff/session-index/v1", value.as_bytes());
+        format!("{}{kind}:{{{digest}}}", self.prefix)
+    }
+
+    /// Records which sessions belong to a provider session (`sid`) and to a user
+    /// (`sub`), so a back-channel logout can find them. Entries of sessions that
+    /// ended meanwhile are harmless; the sets expire with the absolute timeout.
+    async fn index(&self, reference: &SessionRef, record: &SessionRecord) -> Result<(), Error> {
+        let id = reference.storage_id();
+        let ttl = self.expiry.absolute.as_millis() as u64;
+        let mut keys = vec![self.index_key("sub", &record.sub)];
+        keys.extend(record.sid.as_deref().map(|sid| self.index_key("sid", sid)));
+        self.redis
+            .run(|mut c| async move {
+                // One slot per index key (Redis Cluster): no MULTI across them.
+                let mut pipe = redis::pipe();
+                for key in &keys {
+                    pipe.cmd("SADD").arg(key).arg(&id).ignore();
+                    pipe.cmd("PEXPIRE").arg(key).arg(ttl).ignore();
+                }
+                pipe.query_async::<()>(&mut c).await
+            })
+            .await
+    }
+
+    /// Ends `session`: deletes it and its index entries.
+    pub async fn end(&self, session: &LoadedSession) -> Result<(), Error> {
+        let key = self.key(&session.reference);
+        let id = session.reference.storage_id();
+        let record = &session.record;
+        let mut indexes = vec![self.index_key("sub", &record.sub)];
+        indexes.extend(record.sid.as_deref().map(|sid| self.index_key("sid", sid)));
+        self.redis
+            .run(|mut c| async move {
+                let mut pipe = redis::pipe();
+                pipe.cmd("DEL").arg(&key).ignore();
+                for index in &indexes {
+                    pipe.cmd("SREM").arg(index).arg(&id).ignore();
+                }
+                pipe.query_async::<()>(&mut c).await
+            })
+            .await
+    }
+
+    /// Ends every session of provider session `sid` (or, without one, of user
+    /// `sub`). Returns how many sessions were deleted.
+    pub async fn delete_for_logout(
+        &self,
+        sid: Option<&str>,
+        sub: Option<&str>,
+    ) -> Result<usize, Error> {
+        let index = match (sid, sub) {
+            (Some(sid), _) => self.index_key("sid", sid),
+            (None, Some(sub)) => self.index_key("sub", sub),
+            (None, None) => return Ok(0),
+        };
+        let idx = index.clone();
+        let ids: Vec<String> = self
+            .redis
+            .run(|mut c| async move { redis::cmd("SMEMBERS").arg(&idx).query_async(&mut c).await })
+            .await?;
+        let prefix = self.prefix.clone();
+        self.redis
+            .run(|mut c| async move {
+                let mut deleted = 0usize;
+                for id in &ids {
+                    let key = format!("{prefix}session:{{{id}}}");
+                    deleted += redis::cmd("DEL")
+                        .arg(&key)
+                        .query_async::<usize>(&mut c)
+                        .await?;
+                }
+                redis::cmd("DEL")
+                    .arg(&index)
+                    .query_async::<()>(&mut c)
+                    .await?;
+                Ok(deleted)
+            })
+            .await
+    }
+
+    /// True the first time `what` is seen within `ttl` (replay protection).
+    pub async fn first_use(
+        &self,
+        kind: &str,
+        what: &str,
+        ttl: std::time::Duration,
+    ) -> Result<bool, Error> {
+        let key = self.index_key(kind, what);
+        let ttl = ttl.as_millis() as u64;
+        let set: Option<String> = self
+            .redis
+            .run(|mut c| async move {
+                redis::cmd("SET")
+                    .arg(&key)
+                    .arg(1)
+                    .arg("NX")
+                    .arg("PX")
+                    .arg(ttl)
+                    .query_async(&mut c)
+                    .await
+            })
+            .await?;
+        Ok(set.is_some())
     }
 
     /// The live session for `reference`, or `None` when it does not exist, has

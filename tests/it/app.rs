@@ -30,6 +30,9 @@ pub struct AppOptions {
     pub client: Option<RegisteredClient>,
     /// Listen on this port (when the provider must know the redirect URI first).
     pub port: Option<u16>,
+    /// Extra client metadata for the registration (e.g. `backchannel_logout_uri`);
+    /// `{base}` in a string value is replaced by the app's public URL.
+    pub registration: serde_json::Value,
 }
 
 impl Default for AppOptions {
@@ -58,6 +61,7 @@ impl AppOptions {
             register: false,
             client: None,
             port: None,
+            registration: serde_json::Value::Null,
         }
     }
 }
@@ -213,8 +217,15 @@ pub async fn spawn_app_with(opts: AppOptions, provider: &Provider) -> TestApp {
     let client = if let Some(c) = opts.client.clone() {
         c
     } else if opts.register {
+        let extra = serde_json::to_string(&opts.registration)
+            .unwrap()
+            .replace("{base}", &public_url);
+        let extra = match serde_json::from_str(&extra).unwrap() {
+            serde_json::Value::Null => serde_json::json!({}),
+            v => v,
+        };
         provider
-            .register_client(&public_url, opts.client_auth)
+            .register_client_with(&public_url, opts.client_auth, extra)
             .await
     } else {
         RegisteredClient {

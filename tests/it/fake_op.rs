@@ -5,19 +5,31 @@
 //! that fails. spa-bff must refuse every one of them with a clear 4xx/503 and no
 //! session, and accept the unflawed control case.
 
-use crate::app::{redis_dump, spawn_app_with, AppOptions};
+use crate::app::{redis_dump, spawn_app_with, AppOptions, TestApp};
 use crate::support::{self, Browser, RegisteredClient};
 use actix_web::{web, HttpRequest, HttpResponse, HttpServer};
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine;
 use openidconnect::core::{
-    CoreHmacKey, CoreIdToken, CoreIdTokenClaims, CoreJwsSigningAlgorithm, CoreRsaPrivateSigningKey,
+    CoreGenderClaim, CoreHmacKey, CoreJweContentEncryptionAlgorithm, CoreJwsSigningAlgorithm,
+    CoreRsaPrivateSigningKey,
 };
-use openidconnect::{AccessToken, JsonWebKeyId, PrivateSigningKey};
+use openidconnect::{
+    AccessToken, AdditionalClaims, IdToken, IdTokenClaims, JsonWebKeyId, PrivateSigningKey,
+};
 use serde_json::{json, Value};
 use std::collections::HashMap;
 use std::net::TcpListener;
 use std::sync::{Arc, Mutex};
+
+/// The provider session id, which openidconnect's core claims do not model.
+#[derive(Clone, Debug, serde::Deserialize, serde::Serialize)]
+struct SidClaim {
+    sid: Option<String>,
+}
+impl AdditionalClaims for SidClaim {}
+type FakeIdToken =
+    IdToken<SidClaim, CoreGenderClaim, CoreJweContentEncryptionAlgorithm, CoreJwsSigningAlgorithm>;
 
 const KEY_PEM: &str = include_str!("fixtures/fake-op-TEST-ONLY-key.pem");
 const OTHER_KEY_PEM: &str = include_str!("fixtures/fake-op-TEST-ONLY-other-key.pem");
@@ -54,6 +66,8 @@ struct FakeState {
     issuer: String,
     /// code -> nonce
     codes: HashMap<String, String>,
+    /// The provider session id put in every ID token.
+    sid: String,
     key: CoreRsaPrivateSigningKey,
 }
 
@@ -148,6 +162,7 @@ fn id_token(s: &FakeState, nonce: &str, access_token: &str) -> String {
         "iat": t,
         "nonce": nonce,
         "name": "Fake User",
+        "sid": s.sid,
     });
     match s.flaw {
         Flaw::WrongAudience => claims["aud"] = json!(["someone-else"]),
@@ -167,11 +182,12 @@ fn id_token(s: &FakeState, nonce: &str, access_token: &str) -> String {
         Flaw::WrongNonce => claims["nonce"] = json!("not-the-nonce"),
         _ => {}
     }
-    let claims: CoreIdTokenClaims = serde_json::from_value(claims.clone()).unwrap();
+    let claims: IdTokenClaims<SidClaim, CoreGenderClaim> =
+        serde_json::from_value(claims.clone()).unwrap();
     let at = AccessToken::new(access_token.to_string());
     let rs256 = CoreJwsSigningAlgorithm::RsaSsaPkcs1V15Sha256;
     let sign = |key: &CoreRsaPrivateSigningKey, at: &AccessToken| {
-        CoreIdToken::new(claims.clone(), key, rs256.clone(), Some(at), None)
+        FakeIdToken::new(claims.clone(), key, rs256.clone(), Some(at), None)
             .unwrap()
             .to_string()
     };
@@ -181,7 +197,7 @@ fn id_token(s: &FakeState, nonce: &str, access_token: &str) -> String {
             let payload = URL_SAFE_NO_PAD.encode(serde_json::to_vec(&claims).unwrap());
             format!("{header}.{payload}.")
         }
-        Flaw::Hs256NotAllowed => CoreIdToken::new(
+        Flaw::Hs256NotAllowed => FakeIdToken::new(
             claims.clone(),
             &CoreHmacKey::new(CLIENT_SECRET.as_bytes()),
             CoreJwsSigningAlgorithm::HmacSha256,
@@ -206,6 +222,20 @@ fn id_token(s: &FakeState, nonce: &str, access_token: &str) -> String {
     }
 }
 
+/// A compact JWS over `claims`, signed RS256 by `pem` under `kid`.
+fn sign_jwt(claims: &Value, pem: &str, kid: &str, typ: &str) -> String {
+    let header = json!({ "alg": "RS256", "kid": kid, "typ": typ });
+    let b64 = |v: &Value| URL_SAFE_NO_PAD.encode(serde_json::to_vec(v).unwrap());
+    let input = format!("{}.{}", b64(&header), b64(claims));
+    let signature = rsa_key(pem, kid)
+        .sign(
+            &CoreJwsSigningAlgorithm::RsaSsaPkcs1V15Sha256,
+            input.as_bytes(),
+        )
+        .unwrap();
+    format!("{input}.{}", URL_SAFE_NO_PAD.encode(signature))
+}
+
 /// Starts the fake provider on a free port; returns its state and issuer.
 fn start_fake_op() -> (Arc<Mutex<FakeState>>, String) {
     let listener = TcpListener::bind("127.0.0.1:0").unwrap();
@@ -214,6 +244,7 @@ fn start_fake_op() -> (Arc<Mutex<FakeState>>, String) {
         flaw: Flaw::None,
         issuer: issuer.clone(),
         codes: HashMap::new(),
+        sid: format!("fake-sid-{}", support::random_string(8)),
         key: rsa_key(KEY_PEM, KID),
     }));
     let shared = state.clone();
@@ -311,4 +342,159 @@ async fn every_flawed_provider_answer_is_refused_and_creates_no_session() {
             "{flaw:?}: only the control login made a session"
         );
     }
+}
+
+/// Spawns spa-bff against a fresh fake provider.
+async fn app_on_fake_op() -> (Arc<Mutex<FakeState>>, String, TestApp) {
+    let (fake, issuer) = start_fake_op();
+    let app = spawn_app_with(
+        AppOptions {
+            issuer: issuer.clone(),
+            client: Some(RegisteredClient {
+                client_id: CLIENT_ID.into(),
+                client_secret: CLIENT_SECRET.into(),
+                metadata: Value::Null,
+            }),
+            ..AppOptions::default()
+        },
+        support::shared_provider(),
+    )
+    .await;
+    (fake, issuer, app)
+}
+
+#[actix_web::test]
+async fn forged_back_channel_logout_tokens_are_refused_and_a_valid_one_ends_the_session() {
+    let (fake, issuer, app) = app_on_fake_op().await;
+    let browser = Browser::new();
+    let authorize = app.start_login(&browser, "/").await;
+    let callback = browser.get(&authorize).await;
+    assert_eq!(
+        browser
+            .get(&app.local(callback.location().unwrap()))
+            .await
+            .status,
+        302
+    );
+    let sid = fake.lock().unwrap().sid.clone();
+    assert_eq!(
+        app.user(&browser).await.json()["claims"]["sid"],
+        sid.as_str()
+    );
+
+    let t = now();
+    let valid = json!({
+        "iss": issuer, "aud": CLIENT_ID, "iat": t, "jti": support::random_string(8),
+        "sid": sid, "events": { "http://schemas.openid.net/event/backchannel-logout": {} },
+    });
+    let with = |k: &str, v: Value| {
+        let mut c = valid.clone();
+        c[k] = v;
+        c.as_object_mut().unwrap().retain(|_, v| !v.is_null());
+        c
+    };
+    let forged = [
+        (
+            "wrong audience",
+            sign_jwt(
+                &with("aud", json!("another-client")),
+                KEY_PEM,
+                KID,
+                "logout+jwt",
+            ),
+        ),
+        (
+            "wrong issuer",
+            sign_jwt(
+                &with("iss", json!("https://evil.example")),
+                KEY_PEM,
+                KID,
+                "logout+jwt",
+            ),
+        ),
+        (
+            "no events",
+            sign_jwt(&with("events", Value::Null), KEY_PEM, KID, "logout+jwt"),
+        ),
+        (
+            "wrong event",
+            sign_jwt(
+                &with("events", json!({"urn:other": {}})),
+                KEY_PEM,
+                KID,
+                "logout+jwt",
+            ),
+        ),
+        (
+            "with a nonce",
+            sign_jwt(&with("nonce", json!("n")), KEY_PEM, KID, "logout+jwt"),
+        ),
+        (
+            "no sid nor sub",
+            sign_jwt(&with("sid", Value::Null), KEY_PEM, KID, "logout+jwt"),
+        ),
+        (
+            "no jti",
+            sign_jwt(&with("jti", Value::Null), KEY_PEM, KID, "logout+jwt"),
+        ),
+        (
+            "issued long ago",
+            sign_jwt(&with("iat", json!(t - 3600)), KEY_PEM, KID, "logout+jwt"),
+        ),
+        (
+            "expired",
+            sign_jwt(&with("exp", json!(t - 600)), KEY_PEM, KID, "logout+jwt"),
+        ),
+        (
+            "bad signature",
+            sign_jwt(&valid, OTHER_KEY_PEM, KID, "logout+jwt"),
+        ),
+        (
+            "unknown key",
+            sign_jwt(&valid, OTHER_KEY_PEM, "unknown-kid", "logout+jwt"),
+        ),
+        ("alg none", {
+            let b64 = |v: &Value| URL_SAFE_NO_PAD.encode(serde_json::to_vec(v).unwrap());
+            format!("{}.{}.", b64(&json!({"alg": "none"})), b64(&valid))
+        }),
+        ("garbage", "not-a-jwt".to_string()),
+    ];
+    let b = Browser::new();
+    for (what, token) in &forged {
+        let res = b
+            .post_form(
+                &app.at("/backchannel-logout"),
+                &[("logout_token", token.as_str())],
+                &[],
+            )
+            .await;
+        assert_eq!(res.status, 400, "{what}: {}", res.text());
+        assert_eq!(res.json()["error"], "invalid_request", "{what}");
+        assert_eq!(
+            app.user(&browser).await.status,
+            200,
+            "{what} ended the session"
+        );
+    }
+    let missing = b.post_form(&app.at("/backchannel-logout"), &[], &[]).await;
+    assert_eq!(missing.status, 400);
+
+    let token = sign_jwt(&valid, KEY_PEM, KID, "logout+jwt");
+    let res = b
+        .post_form(
+            &app.at("/backchannel-logout"),
+            &[("logout_token", token.as_str())],
+            &[],
+        )
+        .await;
+    assert_eq!(res.status, 200, "{}", res.text());
+    assert_eq!(app.user(&browser).await.status, 401, "the session ended");
+    let replay = b
+        .post_form(
+            &app.at("/backchannel-logout"),
+            &[("logout_token", token.as_str())],
+            &[],
+        )
+        .await;
+    assert_eq!(replay.status, 400, "a jti is accepted once");
 }

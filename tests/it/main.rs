@@ -3,6 +3,7 @@ mod support;
 mod provider;
 
 mod app;
+mod backchannel;
 mod demo_api;
 mod fake_op;
 mod login;
