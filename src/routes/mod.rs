@@ -9,7 +9,8 @@ pub mod spa;
 pub mod user;
 
 use crate::config::Settings;
-use actix_web::web;
+use crate::error::Error;
+use actix_web::{web, HttpResponse};
 
 /// Paths owned by spa-bff: the SPA fallback never answers them or below them.
 pub const RESERVED_PATHS: &[&str] = &[
@@ -28,24 +29,43 @@ pub fn configure(settings: &Settings) -> impl FnOnce(&mut web::ServiceConfig) {
     let static_dir = settings.server.static_dir.clone();
     let routes = settings.routes.clone();
     move |cfg| {
-        cfg.route("/login", web::get().to(login::login))
-            .route("/callback", web::get().to(callback::callback))
-            .route("/user", web::get().to(user::user))
+        cfg.service(get_only("/login", login::login))
+            .service(get_only("/callback", callback::callback))
+            .service(get_only("/user", user::user))
             .service(
                 web::resource("/logout")
                     .route(web::post().to(logout::logout))
                     .default_service(web::to(logout::wrong_method)),
             )
-            .route("/healthz", web::get().to(health::healthz))
-            .route("/readyz", web::get().to(health::readyz))
-            .route(
-                "/backchannel-logout",
-                web::post().to(backchannel::backchannel_logout),
+            .service(get_only("/healthz", health::healthz))
+            .service(get_only("/readyz", health::readyz))
+            .service(
+                web::resource("/backchannel-logout")
+                    .route(web::post().to(backchannel::backchannel_logout))
+                    .default_service(web::to(|| async {
+                        HttpResponse::from_error(Error::MethodNotAllowed(
+                            "the provider sends logout tokens with POST",
+                        ))
+                    })),
             );
         crate::proxy::configure(cfg, &routes);
         let proxied = routes.into_iter().map(|r| r.prefix).collect();
         spa::configure(cfg, static_dir, proxied);
     }
+}
+
+/// A resource answering GET (and HEAD) with `handler`, and 405 for other methods.
+fn get_only<F, Args>(path: &str, handler: F) -> actix_web::Resource
+where
+    F: actix_web::Handler<Args>,
+    Args: actix_web::FromRequest + 'static,
+    F::Output: actix_web::Responder + 'static,
+{
+    web::resource(path)
+        .route(web::get().to(handler))
+        .default_service(web::to(|| async {
+            HttpResponse::from_error(Error::MethodNotAllowed("this endpoint only answers GET"))
+        }))
 }
 
 /// The query string as pairs; never fails (undecodable bytes become U+FFFD).

@@ -73,6 +73,23 @@ async fn logout_cannot_be_triggered_cross_site() {
             .await;
         assert_eq!(res.status, 403, "{headers:?}: {}", res.text());
     }
+    for (method, path) in [
+        ("POST", "/user"),
+        ("DELETE", "/login"),
+        ("PUT", "/readyz"),
+        ("GET", "/backchannel-logout"),
+    ] {
+        let res = browser
+            .request(
+                method,
+                &app.at(path),
+                &[("accept", "application/json")],
+                Vec::new(),
+            )
+            .await;
+        assert_eq!(res.status, 405, "{method} {path}");
+        assert_eq!(res.json()["error"], "method_not_allowed", "{method} {path}");
+    }
     let get = browser
         .get_with(&app.at("/logout"), &[("accept", "application/json")])
         .await;
