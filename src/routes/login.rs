@@ -21,9 +21,13 @@ pub async fn login(req: HttpRequest, state: web::Data<AppState>) -> Result<HttpR
         ttl,
     )
     .await?;
-    Ok(HttpResponse::Found()
+    let mut res = HttpResponse::Found()
         .insert_header((header::LOCATION, auth.url.as_str()))
         .insert_header((header::CACHE_CONTROL, "no-store"))
-        .cookie(state.cookies.login_cookie(&auth.state, ttl))
-        .finish())
+        .finish();
+    for stale in state.cookies.excess_logins(&req) {
+        let _ = res.add_cookie(&stale);
+    }
+    let _ = res.add_cookie(&state.cookies.login_cookie(&auth.state, ttl));
+    Ok(res)
 }

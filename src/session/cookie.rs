@@ -13,6 +13,9 @@ use actix_web::HttpRequest;
 use std::time::Duration;
 use subtle::ConstantTimeEq;
 
+/// How many logins one browser may have in progress before older ones are dropped.
+pub const MAX_PENDING_LOGINS: usize = 5;
+
 pub struct CookieCodec {
     keys: Vec<Key>,
     name: String,
@@ -91,6 +94,27 @@ impl CookieCodec {
 
     pub fn clear_login(&self, state: &str) -> Cookie<'static> {
         self.removal(self.login_cookie_name(state))
+    }
+
+    /// Removals for this browser's pending-login cookies once there are
+    /// [`MAX_PENDING_LOGINS`] of them: each `/login` adds one for its lifetime, and
+    /// a user clicking "log in" over and over must not grow the Cookie header
+    /// without bound. A handful of tabs logging in at once stay unaffected.
+    pub fn excess_logins(&self, req: &HttpRequest) -> Vec<Cookie<'static>> {
+        let prefix = format!("{}-login-", self.name);
+        let pending: Vec<String> = req
+            .cookies()
+            .map(|all| {
+                all.iter()
+                    .filter(|c| c.name().starts_with(&prefix))
+                    .map(|c| c.name().to_string())
+                    .collect()
+            })
+            .unwrap_or_default();
+        if pending.len() < MAX_PENDING_LOGINS {
+            return Vec::new();
+        }
+        pending.into_iter().map(|name| self.removal(name)).collect()
     }
 
     fn base(

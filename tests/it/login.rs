@@ -502,3 +502,29 @@ async fn secure_mode_sets_a_host_prefixed_secure_httponly_cookie() {
     );
     assert_eq!(app.user(&browser).await.status, 200);
 }
+
+#[actix_web::test]
+async fn clicking_login_again_and_again_keeps_the_cookie_header_bounded() {
+    let app = spawn_app(AppOptions::default()).await;
+    let browser = Browser::new();
+    let mut pending = std::collections::HashSet::new();
+    let mut last = String::new();
+    for _ in 0..12 {
+        last = app.start_login(&browser, "/").await;
+        for c in browser.last_set_cookies() {
+            let name = c.split('=').next().unwrap().to_string();
+            if c.contains("Max-Age=0") {
+                pending.remove(&name);
+            } else {
+                pending.insert(name);
+            }
+        }
+        assert!(
+            pending.len() <= 5,
+            "{} login cookies pending",
+            pending.len()
+        );
+    }
+    let callback = browser.provider_login(&last, "quinn").await;
+    assert_eq!(browser.get(&app.local(&callback)).await.status, 302);
+}
