@@ -4,6 +4,7 @@ mod provider;
 
 mod app;
 mod backchannel;
+mod bench;
 mod demo_api;
 mod fake_op;
 mod login;
