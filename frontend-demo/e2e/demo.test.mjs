@@ -2,7 +2,8 @@
 // by playwright-core. It starts Redis, the OpenID provider (tests/op/op.mjs), demo-api and
 // spa-bff (serving frontend-demo/public) on free loopback ports, then plays a user: open a
 // client-side route, log in through the provider's forms, come back to the same route, call
-// the API, reload, log out.
+// the API, reload, log out; then log in again and log out at the provider only, which ends
+// the spa-bff session through back-channel logout.
 //
 // Binaries come from target/debug ($CARGO_TARGET_DIR/debug; SPA_BFF_BIN_DIR overrides, e.g.
 // target/release);
@@ -113,6 +114,8 @@ before(async () => {
     grant_types: ['authorization_code', 'refresh_token'],
     response_types: ['code'],
     token_endpoint_auth_method: 'client_secret_basic',
+    backchannel_logout_uri: `${bff}/backchannel-logout`,
+    backchannel_logout_session_required: true,
   }];
   const provider = start('op', 'node', [join(ROOT, 'tests/op/op.mjs')], {
     cwd: join(ROOT, 'tests/op'),
@@ -188,6 +191,20 @@ after(async () => {
 
 const text = (selector) => page.locator(selector).innerText();
 
+/** Fills the provider's login form, and its consent form when it asks (once per grant). */
+async function providerLogin() {
+  await page.waitForURL((url) => url.href.startsWith(`${env.op}/interaction/`));
+  await page.locator('input[name="login"]').fill(USER);
+  await page.locator('input[name="password"]').fill('any password');
+  await page.locator('button[type="submit"]').click();
+  const back = page.waitForURL((url) => url.href.startsWith(env.bff));
+  const consent = page.getByRole('button', { name: /continue/i });
+  await Promise.race([back, consent.waitFor().then(() => consent.click())]);
+  await back;
+}
+
+const providerStats = async () => (await fetch(`${env.op}/__test/stats`)).json();
+
 test('a client-side route is served and shows the signed-out state', async () => {
   const res = await page.goto(`${env.bff}/orders/42`);
   assert.equal(res.status(), 200);
@@ -199,13 +216,7 @@ test('a client-side route is served and shows the signed-out state', async () =>
 
 test('login goes through the provider forms and lands back on the same route', async () => {
   await page.getByRole('button', { name: 'Log in' }).click();
-  await page.waitForURL((url) => url.href.startsWith(`${env.op}/interaction/`));
-  await page.locator('input[name="login"]').fill(USER);
-  await page.locator('input[name="password"]').fill('any password');
-  await page.locator('button[type="submit"]').click();
-  // Consent (the provider asks for the scopes and the API resource once per grant).
-  await page.waitForURL((url) => url.href.startsWith(`${env.op}/interaction/`) && !url.href.endsWith('/login'));
-  await page.getByRole('button', { name: /continue/i }).click();
+  await providerLogin();
   await page.waitForURL(`${env.bff}/orders/42`);
   await page.getByText('You are signed in.').waitFor();
   assert.equal(await text('#user-name'), 'Alice');
@@ -271,6 +282,30 @@ test('logout ends the session here and at the provider; /api then answers 401', 
 
   await page.getByRole('button', { name: 'Call API' }).click();
   await page.locator('#api-status[data-status="401"]').waitFor();
+  const status = await page.evaluate(async () =>
+    (await fetch('/api/hello', { headers: { 'X-CSRF': '1' } })).status);
+  assert.equal(status, 401);
+});
+
+test('logging out at the provider alone ends the spa-bff session (back-channel logout)', async () => {
+  await page.goto(`${env.bff}/profile`);
+  await page.getByRole('button', { name: 'Log in' }).click();
+  await providerLogin();
+  await page.waitForURL(`${env.bff}/profile`);
+  await page.getByText('You are signed in.').waitFor();
+  const before = await providerStats();
+
+  // As if the user signed out in another app of the same provider session.
+  const discovery = await (await fetch(`${env.op}/.well-known/openid-configuration`)).json();
+  await page.goto(discovery.end_session_endpoint);
+  await page.getByRole('button', { name: /yes, sign me out/i }).click();
+  await page.waitForURL((url) => url.href.startsWith(env.op) && url.pathname !== new URL(discovery.end_session_endpoint).pathname);
+  const after = await providerStats();
+  assert.equal(after.backchannel_error, 0, JSON.stringify(after.backchannel_errors));
+  assert.equal(after.backchannel_success, before.backchannel_success + 1);
+
+  await page.goto(`${env.bff}/profile`);
+  await page.getByText('You are signed out.').waitFor();
   const status = await page.evaluate(async () =>
     (await fetch('/api/hello', { headers: { 'X-CSRF': '1' } })).status);
   assert.equal(status, 401);
