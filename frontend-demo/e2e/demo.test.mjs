@@ -266,7 +266,7 @@ test('a reload keeps the session and the route', async () => {
   // Client-side navigation works without a server round trip for the page.
   await page.getByRole('link', { name: 'Profile' }).click();
   assert.equal(new URL(page.url()).pathname, '/profile');
-  await page.getByText('alice@example.test', { exact: true }).first().waitFor();
+  await page.locator('#page').getByText('alice@example.test', { exact: true }).waitFor();
 });
 
 test('logout ends the session here and at the provider; /api then answers 401', async () => {
