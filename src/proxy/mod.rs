@@ -20,6 +20,7 @@
 
 pub mod headers;
 pub mod refresh;
+pub mod websocket;
 
 use crate::config::{RouteSettings, TokenRequirement};
 use crate::error::Error;
@@ -121,11 +122,18 @@ async fn proxy(
             }
         },
     };
-    let body = OutgoingBody::read(req, payload).await?;
-    let replay = body.replay();
     let token = session
         .as_ref()
         .map(|s| s.record.tokens.access_token.expose());
+    if websocket::is_upgrade(req) {
+        let url = upstream_url(route, &rest, req.query_string());
+        let headers = upstream_headers(req, state, token)?;
+        let res =
+            websocket::tunnel(req, payload, &state.upstream, &url, headers, route.timeout).await?;
+        return Ok(res);
+    }
+    let body = OutgoingBody::read(req, payload).await?;
+    let replay = body.replay();
     let upstream = prepare_upstream(req, state, route, &rest, token)?;
     let mut response = send_upstream(upstream, body).await?;
 
@@ -253,14 +261,28 @@ fn check_request(
     route: &RouteSettings,
 ) -> Result<String, Error> {
     let proxy = &state.settings.proxy;
-    let csrf_ok = req
-        .headers()
-        .get(proxy.csrf_header.as_str())
-        .is_some_and(|v| v.as_bytes() == proxy.csrf_value.as_bytes());
-    if !csrf_ok {
-        return Err(Error::Forbidden(
-            "API requests must carry the CSRF header (X-CSRF: 1 unless configured otherwise)",
-        ));
+    if websocket::is_upgrade(req) {
+        // Browsers cannot add headers to a WebSocket handshake but always send Origin.
+        let own = state.settings.server.origin();
+        let same_origin = req
+            .headers()
+            .get(header::ORIGIN)
+            .is_some_and(|o| o.as_bytes() == own.as_bytes());
+        if !same_origin {
+            return Err(Error::Forbidden(
+                "WebSocket upgrades must come from this application's origin",
+            ));
+        }
+    } else {
+        let csrf_ok = req
+            .headers()
+            .get(proxy.csrf_header.as_str())
+            .is_some_and(|v| v.as_bytes() == proxy.csrf_value.as_bytes());
+        if !csrf_ok {
+            return Err(Error::Forbidden(
+                "API requests must carry the CSRF header (X-CSRF: 1 unless configured otherwise)",
+            ));
+        }
     }
     if let Some(methods) = &route.methods {
         if !methods.iter().any(|m| m == req.method().as_str()) {
@@ -345,6 +367,16 @@ fn prepare_upstream(
         .request(req.method().clone(), url.as_str())
         .no_decompress()
         .timeout(route.timeout);
+    *upstream.headers_mut() = upstream_headers(req, state, access_token)?;
+    Ok(upstream)
+}
+
+/// The browser's headers cleaned ([`headers`]), plus `X-Forwarded-*` and the token.
+fn upstream_headers(
+    req: &HttpRequest,
+    state: &AppState,
+    access_token: Option<&str>,
+) -> Result<actix_web::http::header::HeaderMap, Error> {
     let public = &state.settings.server.public_url;
     let host = match public.port() {
         Some(port) => format!("{}:{port}", public.host_str().unwrap_or_default()),
@@ -364,8 +396,7 @@ fn prepare_upstream(
             .map_err(|_| Error::Internal("access token is not a valid header value".into()))?;
         out.insert(header::AUTHORIZATION, value);
     }
-    *upstream.headers_mut() = out;
-    Ok(upstream)
+    Ok(out)
 }
 
 /// Phase 5: sends the request, streaming the body with the framing it came with.

@@ -99,6 +99,26 @@ async fn upstream_handler(
             }
             return HttpResponse::Ok().body(total.to_string());
         }
+        // A WebSocket echo server (records its handshake).
+        "/ws" => {
+            recorded.lock().unwrap().push(Seen {
+                method: req.method().to_string(),
+                path: req.path().to_string(),
+                query: req.query_string().to_string(),
+                headers: req
+                    .headers()
+                    .iter()
+                    .map(|(k, v)| {
+                        (
+                            k.as_str().to_string(),
+                            String::from_utf8_lossy(v.as_bytes()).into_owned(),
+                        )
+                    })
+                    .collect(),
+                body: Vec::new(),
+            });
+            return ws_echo(&req, payload);
+        }
         // Streams `n` bytes without a Content-Length (chunked).
         "/source" => {
             let n: usize = req
@@ -167,6 +187,62 @@ async fn upstream_handler(
                 seen.body.len()
             )),
     }
+}
+
+/// Answers a WebSocket handshake and echoes text and binary messages (pings get
+/// pongs, a close gets a close), parsing frames with actix-http's `Parser`.
+fn ws_echo(req: &HttpRequest, payload: web::Payload) -> HttpResponse {
+    use actix_http::ws::{hash_key, OpCode, Parser};
+    use futures_util::StreamExt;
+    let Some(key) = req.headers().get("sec-websocket-key") else {
+        return HttpResponse::BadRequest().finish();
+    };
+    let accept = hash_key(key.as_bytes());
+    let frames = futures_util::stream::unfold(
+        (payload, web::BytesMut::new(), false),
+        |(mut payload, mut buf, closed)| async move {
+            if closed {
+                return None;
+            }
+            loop {
+                match Parser::parse(&mut buf, true, 1 << 20) {
+                    Ok(Some((_, opcode, data))) => {
+                        let data = data.map(|d| d.freeze()).unwrap_or_default();
+                        let mut out = web::BytesMut::new();
+                        let closing = match opcode {
+                            OpCode::Text | OpCode::Binary => {
+                                Parser::write_message(&mut out, data, opcode, true, false);
+                                false
+                            }
+                            OpCode::Ping => {
+                                Parser::write_message(&mut out, data, OpCode::Pong, true, false);
+                                false
+                            }
+                            OpCode::Close => {
+                                Parser::write_close(&mut out, None, false);
+                                true
+                            }
+                            _ => continue,
+                        };
+                        let item = Ok::<_, std::io::Error>(out.freeze());
+                        return Some((item, (payload, buf, closing)));
+                    }
+                    Ok(None) => match payload.next().await {
+                        Some(Ok(chunk)) => buf.extend_from_slice(&chunk),
+                        _ => return None,
+                    },
+                    Err(_) => return None,
+                }
+            }
+        },
+    );
+    HttpResponse::SwitchingProtocols()
+        .upgrade("websocket")
+        .insert_header((
+            "sec-websocket-accept",
+            actix_web::http::header::HeaderValue::from_bytes(&accept).unwrap(),
+        ))
+        .streaming(frames)
 }
 
 /// `n` zero bytes as a stream of 64 KiB chunks, never all in memory.
@@ -783,4 +859,87 @@ async fn an_upstream_401_invalid_token_is_refreshed_and_retried_once() {
     assert_eq!(res.status, 401);
     assert_eq!(refreshes(&provider).await, 2);
     assert_eq!(app.user(&browser).await.status, 200, "the session is kept");
+}
+
+#[actix_web::test]
+async fn websocket_upgrades_are_tunnelled_with_the_token_from_the_own_origin_only() {
+    use awc::ws::{Frame, Message};
+    use futures_util::{SinkExt, StreamExt};
+    let upstream = Upstream::start();
+    let app = spawn_app(AppOptions {
+        extra_toml: route("/api", &upstream.url, ""),
+        ..AppOptions::default()
+    })
+    .await;
+    let browser = logged_in(&app, &unique("cleo")).await;
+    let cookie = format!(
+        "{}={}",
+        app.cookie_name,
+        app.session_cookie(&browser).expect("session cookie")
+    );
+    let client = awc::Client::builder()
+        .timeout(Duration::from_secs(10))
+        .finish();
+
+    let (res, mut socket) = client
+        .ws(app.at("/api/ws?room=1"))
+        .origin(app.public_url.as_str())
+        .set_header("cookie", cookie.as_str())
+        .connect()
+        .await
+        .expect("WebSocket through spa-bff");
+    assert_eq!(res.status().as_u16(), 101);
+    socket.send(Message::Text("hello".into())).await.unwrap();
+    match socket.next().await {
+        Some(Ok(Frame::Text(text))) => assert_eq!(&text[..], b"hello"),
+        other => panic!("expected the echo, got {other:?}"),
+    }
+    socket
+        .send(Message::Binary(web::Bytes::from_static(&[0, 1, 2, 255])))
+        .await
+        .unwrap();
+    match socket.next().await {
+        Some(Ok(Frame::Binary(bytes))) => assert_eq!(&bytes[..], &[0, 1, 2, 255]),
+        other => panic!("expected the echo, got {other:?}"),
+    }
+    socket.send(Message::Close(None)).await.unwrap();
+    assert!(matches!(socket.next().await, Some(Ok(Frame::Close(_)))));
+
+    let seen = upstream.last();
+    assert_eq!((seen.path.as_str(), seen.query.as_str()), ("/ws", "room=1"));
+    assert!(
+        seen.bearer().is_some(),
+        "the token is attached to the upgrade"
+    );
+    assert_eq!(seen.header("cookie"), None);
+    let handshakes = upstream.seen().len();
+
+    // Another origin cannot open a socket with the user's cookie.
+    let refused = client
+        .ws(app.at("/api/ws"))
+        .origin("https://evil.example")
+        .set_header("cookie", cookie.as_str())
+        .connect()
+        .await;
+    assert!(
+        matches!(&refused, Err(awc::error::WsClientError::InvalidResponseStatus(s)) if s.as_u16() == 403),
+        "{:?}",
+        refused.as_ref().err()
+    );
+    // Without a session: 401.
+    let anonymous = client
+        .ws(app.at("/api/ws"))
+        .origin(app.public_url.as_str())
+        .connect()
+        .await;
+    assert!(
+        matches!(&anonymous, Err(awc::error::WsClientError::InvalidResponseStatus(s)) if s.as_u16() == 401),
+        "{:?}",
+        anonymous.as_ref().err()
+    );
+    assert_eq!(
+        upstream.seen().len(),
+        handshakes,
+        "neither reached the upstream"
+    );
 }

@@ -1,0 +1,149 @@
+//! WebSocket upgrades through a route: the session is checked and the token
+//! attached at the upgrade (like any proxied request), then bytes are tunnelled
+//! both ways unchanged.
+//!
+//! spa-bff does not parse frames: the browser's masked frames reach the upstream
+//! as they are, and the upstream's frames come back as they are, so extensions
+//! such as `permessage-deflate` that both ends negotiate keep working. The
+//! upstream handshake is made by awc (its own `Sec-WebSocket-Key`, verified by
+//! awc); the browser gets the `Sec-WebSocket-Accept` for its own key.
+//!
+//! Browsers cannot add headers to a WebSocket handshake, so the CSRF header is
+//! replaced by the `Origin` check done in `check_request`: a page from another
+//! origin cannot open a socket with the user's cookie (cross-site WebSocket
+//! hijacking).
+
+use crate::error::Error;
+use actix_web::http::header::{self, HeaderMap};
+use actix_web::http::{Method, StatusCode};
+use actix_web::{web, HttpRequest, HttpResponse};
+use awc::error::{SendRequestError, WsClientError};
+use awc::BoxedSocket;
+use futures_util::StreamExt;
+use std::cell::RefCell;
+use std::future::poll_fn;
+use std::io;
+use std::pin::Pin;
+use std::rc::Rc;
+use std::task::Poll;
+use std::time::Duration;
+use tokio::io::ReadBuf;
+
+/// Headers of the browser's handshake that awc sets itself for the upstream one.
+const HANDSHAKE_HEADERS: &[&str] = &["sec-websocket-key", "sec-websocket-version"];
+/// Headers of the upstream's 101 answer passed to the browser.
+const ANSWER_HEADERS: &[&str] = &["sec-websocket-protocol", "sec-websocket-extensions"];
+
+/// Whether `req` asks to become a WebSocket (`GET`, `Upgrade: websocket`,
+/// `Connection: upgrade`).
+pub fn is_upgrade(req: &HttpRequest) -> bool {
+    let has = |name: header::HeaderName, token: &str| {
+        req.headers()
+            .get_all(name)
+            .filter_map(|v| v.to_str().ok())
+            .flat_map(|v| v.split(','))
+            .any(|t| t.trim().eq_ignore_ascii_case(token))
+    };
+    req.method() == Method::GET
+        && has(header::UPGRADE, "websocket")
+        && has(header::CONNECTION, "upgrade")
+}
+
+/// Opens the upstream WebSocket with `headers` (already cleaned, token and
+/// forwarding headers added) and tunnels the browser's connection to it.
+pub async fn tunnel(
+    req: &HttpRequest,
+    payload: web::Payload,
+    client: &awc::Client,
+    url: &str,
+    mut headers: HeaderMap,
+    timeout: Duration,
+) -> Result<HttpResponse, Error> {
+    let key = req
+        .headers()
+        .get(header::SEC_WEBSOCKET_KEY)
+        .ok_or(Error::Forbidden(
+            "a WebSocket upgrade needs Sec-WebSocket-Key",
+        ))?
+        .clone();
+    for name in HANDSHAKE_HEADERS {
+        headers.remove(*name);
+    }
+    let mut upstream = client.ws(url);
+    for (name, value) in headers.iter() {
+        upstream = upstream.set_header(name.clone(), value.clone());
+    }
+    let (answer, framed) = match actix_web::rt::time::timeout(timeout, upstream.connect()).await {
+        Err(_) | Ok(Err(WsClientError::SendRequest(SendRequestError::Timeout))) => {
+            return Err(Error::UpstreamTimeout(
+                "no WebSocket handshake answer within the route timeout".into(),
+            ))
+        }
+        // The upstream refused the upgrade (401, 403, 404...): pass its status on.
+        Ok(Err(WsClientError::InvalidResponseStatus(status))) => {
+            return Ok(HttpResponse::build(status)
+                .insert_header((header::CACHE_CONTROL, "no-store"))
+                .finish())
+        }
+        Ok(Err(e)) => return Err(Error::UpstreamUnavailable(format!("WebSocket: {e}"))),
+        Ok(Ok(connected)) => connected,
+    };
+    let parts = framed.into_parts();
+    let socket = Rc::new(RefCell::new(parts.io));
+    let early = parts.read_buf.freeze(); // frames the upstream sent right after its 101
+    actix_web::rt::spawn(browser_to_upstream(payload, socket.clone()));
+    let downstream = futures_util::stream::iter((!early.is_empty()).then(|| Ok(early)))
+        .chain(upstream_to_browser(socket));
+
+    let mut res = HttpResponse::build(StatusCode::SWITCHING_PROTOCOLS);
+    res.upgrade("websocket").insert_header((
+        header::SEC_WEBSOCKET_ACCEPT,
+        header::HeaderValue::from_bytes(&actix_http::ws::hash_key(key.as_bytes()))
+            .map_err(|_| Error::Internal("Sec-WebSocket-Accept".into()))?,
+    ));
+    for name in ANSWER_HEADERS {
+        for value in answer.headers().get_all(*name) {
+            res.append_header((*name, value.clone()));
+        }
+    }
+    Ok(res.streaming(downstream))
+}
+
+/// The upstream socket's bytes, until it closes.
+fn upstream_to_browser(
+    socket: Rc<RefCell<BoxedSocket>>,
+) -> impl futures_util::Stream<Item = Result<web::Bytes, io::Error>> {
+    let mut buf = vec![0u8; 16 * 1024];
+    futures_util::stream::poll_fn(move |cx| {
+        let mut read = ReadBuf::new(&mut buf);
+        match Pin::new(&mut **socket.borrow_mut()).poll_read(cx, &mut read) {
+            Poll::Pending => Poll::Pending,
+            Poll::Ready(Err(e)) => Poll::Ready(Some(Err(e))),
+            Poll::Ready(Ok(())) if read.filled().is_empty() => Poll::Ready(None),
+            Poll::Ready(Ok(())) => {
+                Poll::Ready(Some(Ok(web::Bytes::copy_from_slice(read.filled()))))
+            }
+        }
+    })
+}
+
+/// Copies the browser's bytes to the upstream until either side closes.
+async fn browser_to_upstream(mut payload: web::Payload, socket: Rc<RefCell<BoxedSocket>>) {
+    while let Some(Ok(chunk)) = payload.next().await {
+        if write_all(&socket, &chunk).await.is_err() {
+            return;
+        }
+    }
+    let _ = poll_fn(|cx| Pin::new(&mut **socket.borrow_mut()).poll_shutdown(cx)).await;
+}
+
+async fn write_all(socket: &RefCell<BoxedSocket>, mut data: &[u8]) -> io::Result<()> {
+    while !data.is_empty() {
+        let n = poll_fn(|cx| Pin::new(&mut **socket.borrow_mut()).poll_write(cx, data)).await?;
+        if n == 0 {
+            return Err(io::ErrorKind::WriteZero.into());
+        }
+        data = &data[n..];
+    }
+    poll_fn(|cx| Pin::new(&mut **socket.borrow_mut()).poll_flush(cx)).await
+}
