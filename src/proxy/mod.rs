@@ -150,12 +150,8 @@ async fn proxy(
                     response = send_upstream(upstream, body).await?;
                 }
                 Some(_) => {} // nothing newer to offer: pass the 401 on
-                None => {
-                    return Err(Rejection {
-                        error: Error::Unauthenticated,
-                        clear_cookie: true,
-                    })
-                }
+                // `optional` route and the session ended: the upstream's 401 stands.
+                None => clear_cookie = true,
             }
         }
     }
