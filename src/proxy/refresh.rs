@@ -236,6 +236,17 @@ mod tests {
     }
 
     #[test]
+    fn a_rejected_token_is_stale_until_it_was_replaced() {
+        let skew = Duration::from_secs(30);
+        let stored = tokens(Some(1_000_000));
+        let same = Sensitive::new("a");
+        let other = Sensitive::new("replaced-meanwhile");
+        assert!(!Stale::Expiring.applies(&stored, 0, skew));
+        assert!(Stale::Rejected(&same).applies(&stored, 0, skew));
+        assert!(!Stale::Rejected(&other).applies(&stored, 0, skew));
+    }
+
+    #[test]
     fn one_mutex_per_session_while_it_is_in_use() {
         let flights = RefreshFlights::default();
         let a = flights.mutex("a");

@@ -147,3 +147,32 @@ async fn write_all(socket: &RefCell<BoxedSocket>, mut data: &[u8]) -> io::Result
     }
     poll_fn(|cx| Pin::new(&mut **socket.borrow_mut()).poll_flush(cx)).await
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use actix_web::test::TestRequest;
+
+    #[test]
+    fn only_get_with_upgrade_websocket_and_connection_upgrade_is_an_upgrade() {
+        let upgrade = |method: Method, pairs: &[(&str, &str)]| {
+            let mut req = TestRequest::default().method(method);
+            for (k, v) in pairs {
+                req = req.insert_header((*k, *v));
+            }
+            is_upgrade(&req.to_http_request())
+        };
+        let ws = [
+            ("upgrade", "WebSocket"),
+            ("connection", "keep-alive, Upgrade"),
+        ];
+        assert!(upgrade(Method::GET, &ws));
+        assert!(!upgrade(Method::POST, &ws));
+        assert!(!upgrade(Method::GET, &[("upgrade", "websocket")]));
+        assert!(!upgrade(
+            Method::GET,
+            &[("upgrade", "h2c"), ("connection", "upgrade")]
+        ));
+        assert!(!upgrade(Method::GET, &[]));
+    }
+}
