@@ -943,3 +943,28 @@ async fn websocket_upgrades_are_tunnelled_with_the_token_from_the_own_origin_onl
         "neither reached the upstream"
     );
 }
+
+#[actix_web::test]
+async fn route_prefixes_are_never_answered_by_the_spa_fallback() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("index.html"), "<!doctype html><p>spa</p>").unwrap();
+    let upstream = Upstream::start();
+    let app = spawn_app(AppOptions {
+        static_dir: Some(dir.path().display().to_string()),
+        extra_toml: route("/api", &upstream.url, ""),
+        ..AppOptions::default()
+    })
+    .await;
+    let browser = Browser::new();
+    let page = [("accept", "text/html"), ("sec-fetch-mode", "navigate")];
+    // A client-side route gets index.html ...
+    let spa = browser.get_with(&app.at("/orders/7"), &page).await;
+    assert_eq!(spa.status, 200);
+    assert!(spa.text().contains("spa"));
+    // ... a route prefix never does: it is the proxy's (JSON even for navigations).
+    for path in ["/api", "/api/orders/7"] {
+        let res = browser.get_with(&app.at(path), &page).await;
+        assert_eq!(res.status, 403, "{path}: {}", res.text());
+        assert_eq!(res.json()["error"], "forbidden");
+    }
+}
