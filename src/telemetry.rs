@@ -8,11 +8,16 @@ use actix_web::body::MessageBody;
 use actix_web::dev::{ServiceRequest, ServiceResponse};
 use actix_web::http::header::{HeaderName, HeaderValue};
 use actix_web::middleware::Next;
+use actix_web::HttpMessage;
 use std::time::Instant;
 use tracing::Instrument;
 use tracing_subscriber::EnvFilter;
 
 pub const REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
+
+/// The request's id, in the request extensions (the proxy passes it upstream).
+#[derive(Debug, Clone)]
+pub struct RequestId(pub String);
 
 /// Installs the global subscriber; `RUST_LOG` filters (default `info`).
 pub fn init() {
@@ -47,6 +52,7 @@ pub async fn trace_requests(
     next: Next<impl MessageBody + 'static>,
 ) -> Result<ServiceResponse<impl MessageBody>, actix_web::Error> {
     let id = request_id(&req);
+    req.extensions_mut().insert(RequestId(id.clone()));
     let span = tracing::info_span!("request", method = %req.method(), path = %req.path(), request_id = %id);
     let started = Instant::now();
     let result = next.call(req).instrument(span.clone()).await;

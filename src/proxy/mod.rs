@@ -26,9 +26,10 @@ use crate::config::{RouteSettings, TokenRequirement};
 use crate::error::Error;
 use crate::session::LoadedSession;
 use crate::state::{AppState, SessionLookup};
+use crate::telemetry::{RequestId, REQUEST_ID};
 use actix_web::body::SizedStream;
 use actix_web::http::header::{self, HeaderValue};
-use actix_web::{web, HttpRequest, HttpResponse, ResponseError};
+use actix_web::{web, HttpMessage, HttpRequest, HttpResponse, ResponseError};
 use awc::error::SendRequestError;
 use std::sync::Arc;
 
@@ -387,6 +388,11 @@ fn upstream_headers(
         public.scheme(),
         &host,
     );
+    // The upstream logs the same request id as spa-bff.
+    let request_id = req.extensions().get::<RequestId>().cloned();
+    if let Some(id) = request_id.and_then(|RequestId(id)| HeaderValue::from_str(&id).ok()) {
+        out.insert(REQUEST_ID, id);
+    }
     if let Some(token) = access_token {
         let value = HeaderValue::from_str(&format!("Bearer {token}"))
             .map_err(|_| Error::Internal("access token is not a valid header value".into()))?;

@@ -396,6 +396,8 @@ async fn api_calls_reach_the_upstream_with_the_bearer_token_and_without_browser_
         );
         assert_eq!(seen.header("x-csrf"), None);
         assert_eq!(seen.header("x-custom"), Some("kept"));
+        assert_eq!(seen.header("x-request-id"), res.header("x-request-id"));
+        assert!(seen.header("x-request-id").is_some());
         assert_eq!(seen.header("x-forwarded-for"), Some("127.0.0.1"));
         assert_eq!(seen.header("x-forwarded-proto"), Some("http"));
         let public_host = app.public_url.trim_start_matches("http://");
