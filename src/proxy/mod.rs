@@ -111,23 +111,25 @@ async fn proxy(
     route: &RouteSettings,
 ) -> Result<HttpResponse, Rejection> {
     let rest = check_request(req, state, route)?;
+    let call = Call {
+        req,
+        state,
+        route,
+        rest,
+    };
     let session = authenticate(req, state, route).await?;
-    let mut clear_cookie = false;
-    let session = match session {
-        None => None,
-        Some(session) => match session_ended(refresh::ensure_fresh(state, session).await, route)? {
-            Some(fresh) => Some(fresh),
-            None => {
-                clear_cookie = true;
-                None
-            }
+    let (session, session_ended) = match session {
+        None => (None, false),
+        Some(s) => match live(refresh::ensure_fresh(state, s).await, route)? {
+            Some(fresh) => (Some(fresh), false),
+            None => (None, true),
         },
     };
     let token = session
         .as_ref()
         .map(|s| s.record.tokens.access_token.expose());
     if websocket::is_upgrade(req) {
-        let url = upstream_url(route, &rest, req.query_string());
+        let url = upstream_url(route, &call.rest, req.query_string());
         let headers = upstream_headers(req, state, token)?;
         let res =
             websocket::tunnel(req, payload, &state.upstream, &url, headers, route.timeout).await?;
@@ -135,38 +137,81 @@ async fn proxy(
     }
     let body = OutgoingBody::read(req, payload).await?;
     let replay = body.replay();
-    let upstream = prepare_upstream(req, state, route, &rest, token)?;
-    let mut response = send_upstream(upstream, body).await?;
-
-    // Phase 5b: the upstream rejected a token we thought valid (revoked, or its
-    // clock differs): refresh once and retry once, if the body can be sent again.
+    let mut response = call.send(token, body).await?;
+    let mut retry_ended = false;
     if let (Some(session), Some(body)) = (session, replay) {
         if rejects_token(&response) {
-            let rejected = session.record.tokens.access_token.clone();
-            match session_ended(refresh::replace_rejected(state, session).await, route)? {
-                Some(renewed) if renewed.record.tokens.access_token != rejected => {
+            match call.renew_rejected(session).await? {
+                Renewal::Renewed(renewed) => {
                     tracing::info!(route = %route.prefix, "upstream rejected the access token; retrying once with a new one");
-                    let token = Some(renewed.record.tokens.access_token.expose());
-                    let upstream = prepare_upstream(req, state, route, &rest, token)?;
-                    response = send_upstream(upstream, body).await?;
+                    let token = renewed.record.tokens.access_token.expose();
+                    response = call.send(Some(token), body).await?;
                 }
-                Some(_) => {} // nothing newer to offer: pass the 401 on
-                // `optional` route and the session ended: the upstream's 401 stands.
-                None => clear_cookie = true,
+                Renewal::NothingNewer => {} // the upstream's 401 stands
+                Renewal::SessionEnded => retry_ended = true, // likewise; the cookie goes
             }
         }
     }
     let mut res = respond(response, route);
-    if clear_cookie {
+    if session_ended || retry_ended {
         let _ = res.add_cookie(&state.cookies.clear_session());
     }
     Ok(res)
 }
 
+/// One proxied request, once checked: what phases 4 and 5 need to (re)send it.
+struct Call<'a> {
+    req: &'a HttpRequest,
+    state: &'a AppState,
+    route: &'a RouteSettings,
+    /// The path to append to the upstream URL.
+    rest: String,
+}
+
+impl Call<'_> {
+    /// Phases 4 and 5: prepare and send, with `token` as the Bearer.
+    async fn send(
+        &self,
+        token: Option<&str>,
+        body: OutgoingBody,
+    ) -> Result<awc::ClientResponse<impl UpstreamBody>, Error> {
+        let upstream = prepare_upstream(self.req, self.state, self.route, &self.rest, token)?;
+        send_upstream(upstream, body).await
+    }
+
+    /// Phase 5b: the upstream rejected a token we thought valid (revoked early,
+    /// or clocks differ): get a new one, shared with concurrent callers.
+    async fn renew_rejected(&self, session: LoadedSession) -> Result<Renewal, Rejection> {
+        let rejected = session.record.tokens.access_token.clone();
+        Ok(
+            match live(
+                refresh::replace_rejected(self.state, session).await,
+                self.route,
+            )? {
+                Some(renewed) if renewed.record.tokens.access_token != rejected => {
+                    Renewal::Renewed(Box::new(renewed))
+                }
+                Some(_) => Renewal::NothingNewer,
+                None => Renewal::SessionEnded,
+            },
+        )
+    }
+}
+
+/// What replacing a rejected token gave.
+enum Renewal {
+    /// A new access token: retry once with it.
+    Renewed(Box<LoadedSession>),
+    /// No refresh token to get another one with.
+    NothingNewer,
+    /// The session ended (only on `optional` routes; `required` ones answer 401).
+    SessionEnded,
+}
+
 /// Maps a refresh outcome: `Ok(None)` when the session ended but the route is
 /// `optional` (forward without a token, clear the cookie); 401 when it ended on a
 /// `required` route.
-fn session_ended(
+fn live(
     outcome: Result<LoadedSession, Error>,
     route: &RouteSettings,
 ) -> Result<Option<LoadedSession>, Rejection> {
