@@ -970,3 +970,33 @@ async fn route_prefixes_are_never_answered_by_the_spa_fallback() {
         assert_eq!(res.json()["error"], "forbidden");
     }
 }
+
+#[actix_web::test]
+async fn an_optional_route_goes_on_without_a_token_when_the_grant_is_revoked() {
+    let upstream = Upstream::start();
+    let app = spawn_app(AppOptions {
+        extra_toml: format!(
+            "[proxy]\nrefresh_skew = \"1h\"\n{}",
+            route("/opt", &upstream.url, "token = \"optional\"")
+        ),
+        ..AppOptions::default()
+    })
+    .await;
+    let user = unique("dora");
+    let browser = logged_in(&app, &user).await;
+    assert_eq!(api(&browser, &app, "GET", "/opt/a").await.status, 201);
+    assert!(upstream.last().bearer().is_some());
+
+    assert!(support::shared_provider().revoke_grants(&user).await >= 1);
+    let res = api(&browser, &app, "GET", "/opt/b").await;
+    assert_eq!(res.status, 201, "{}", res.text());
+    assert_eq!(upstream.last().header("authorization"), None);
+    assert!(
+        res.set_cookies()
+            .iter()
+            .any(|c| c.starts_with(&format!("{}=", app.cookie_name)) && c.contains("Max-Age=0")),
+        "the dead session's cookie is cleared: {:?}",
+        res.set_cookies()
+    );
+    assert_eq!(app.user(&browser).await.status, 401);
+}
