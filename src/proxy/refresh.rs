@@ -196,7 +196,7 @@ async fn refresh_holding_lock(
         }
         Err(e @ (RefreshError::GrantRevoked | RefreshError::NoRefreshToken)) => {
             tracing::info!(session = %short, "session ended: {e}");
-            state.sessions.delete(reference).await?;
+            state.sessions.end(&session).await?;
             Err(Error::Unauthenticated)
         }
         Err(RefreshError::Unavailable(detail)) => Err(Error::ProviderUnavailable(detail)),

@@ -661,6 +661,12 @@ async fn a_revoked_grant_ends_the_session_with_401() {
         "the second call never reached the upstream"
     );
     assert_eq!(app.user(&browser).await.status, 401, "the session is gone");
+    let left = crate::app::redis_dump(&support::shared_redis().url(), &app.prefix).await;
+    let keys: Vec<&String> = left.iter().map(|(k, _)| k).collect();
+    assert!(
+        keys.is_empty(),
+        "session, indexes and lock all gone: {keys:?}"
+    );
 }
 
 #[actix_web::test]
