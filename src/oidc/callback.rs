@@ -115,20 +115,25 @@ pub async fn complete_login(
         sub,
         sid,
         claims,
-        tokens: Tokens {
-            access_token: Sensitive::new(tokens.access_token().secret().clone()),
-            access_token_expires_at: tokens
-                .expires_in()
-                .map(|d| now.saturating_add(d.as_millis() as u64)),
-            refresh_token: tokens
-                .refresh_token()
-                .map(|t| Sensitive::new(t.secret().clone())),
-            id_token: Sensitive::new(id_token.to_string()),
-            scope: tokens
-                .scopes()
-                .map(|s| s.iter().map(|s| s.as_str()).collect::<Vec<_>>().join(" ")),
-        },
+        tokens: tokens_from(&tokens, Sensitive::new(id_token.to_string()), now),
     })
+}
+
+/// The tokens of a token-endpoint answer, with expiry times computed from `now`.
+pub(crate) fn tokens_from(answer: &CoreTokenResponse, id_token: Sensitive, now: UnixMs) -> Tokens {
+    Tokens {
+        access_token: Sensitive::new(answer.access_token().secret().clone()),
+        access_token_expires_at: answer
+            .expires_in()
+            .map(|d| now.saturating_add(d.as_millis() as u64)),
+        refresh_token: answer
+            .refresh_token()
+            .map(|t| Sensitive::new(t.secret().clone())),
+        id_token,
+        scope: answer
+            .scopes()
+            .map(|s| s.iter().map(|s| s.as_str()).collect::<Vec<_>>().join(" ")),
+    }
 }
 
 /// RFC 9207: when the response names its issuer it must be ours; when the provider

@@ -7,9 +7,9 @@
 //! token, when one comes back, is not used: the login's ID token stays the
 //! `id_token_hint` for logout and the claims do not change.
 
+use crate::oidc::callback::tokens_from;
 use crate::oidc::http::OidcHttp;
 use crate::oidc::provider::{error_chain, Provider};
-use crate::secret::Sensitive;
 use crate::session::Tokens;
 use crate::time::UnixMs;
 use openidconnect::core::{CoreErrorResponseType, CoreTokenType};
@@ -64,19 +64,10 @@ pub async fn refresh_tokens(
             answer.token_type()
         )));
     }
+    let fresh = tokens_from(&answer, tokens.id_token.clone(), now);
     Ok(Tokens {
-        access_token: Sensitive::new(answer.access_token().secret().clone()),
-        access_token_expires_at: answer
-            .expires_in()
-            .map(|d| now.saturating_add(d.as_millis() as u64)),
-        refresh_token: answer
-            .refresh_token()
-            .map(|t| Sensitive::new(t.secret().clone()))
-            .or_else(|| tokens.refresh_token.clone()),
-        id_token: tokens.id_token.clone(),
-        scope: answer
-            .scopes()
-            .map(|s| s.iter().map(|s| s.as_str()).collect::<Vec<_>>().join(" "))
-            .or_else(|| tokens.scope.clone()),
+        refresh_token: fresh.refresh_token.or_else(|| tokens.refresh_token.clone()),
+        scope: fresh.scope.or_else(|| tokens.scope.clone()),
+        ..fresh
     })
 }

@@ -269,20 +269,7 @@ fn start_fake_op() -> (Arc<Mutex<FakeState>>, String) {
 
 #[actix_web::test]
 async fn every_flawed_provider_answer_is_refused_and_creates_no_session() {
-    let (fake, issuer) = start_fake_op();
-    let app = spawn_app_with(
-        AppOptions {
-            issuer,
-            client: Some(RegisteredClient {
-                client_id: CLIENT_ID.into(),
-                client_secret: CLIENT_SECRET.into(),
-                metadata: Value::Null,
-            }),
-            ..AppOptions::default()
-        },
-        support::shared_provider(),
-    )
-    .await;
+    let (fake, _issuer, app) = app_on_fake_op().await;
 
     let expectations = [
         (Flaw::None, 302, ""),
