@@ -14,7 +14,7 @@
 import assert from 'node:assert/strict';
 import { spawn } from 'node:child_process';
 import { once } from 'node:events';
-import { createWriteStream, existsSync, mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { createWriteStream, existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { createServer } from 'node:net';
 import { tmpdir } from 'node:os';
 import { dirname, join, resolve } from 'node:path';
@@ -156,7 +156,8 @@ upstream = "http://${apiAddr}"
   start('spa-bff', join(BIN_DIR, 'spa-bff'), ['--config', config], {
     env: {
       ...process.env,
-      RUST_LOG: process.env.RUST_LOG ?? 'info',
+      // debug: the log check at the end then also covers spa-bff's debug output.
+      RUST_LOG: process.env.RUST_LOG ?? 'debug',
       SPA_BFF__OIDC__CLIENT_SECRET: CLIENT.secret,
       SPA_BFF__SESSION__COOKIE_KEYS: JSON.stringify([cookieKey]),
     },
@@ -309,4 +310,13 @@ test('logging out at the provider alone ends the spa-bff session (back-channel l
   const status = await page.evaluate(async () =>
     (await fetch('/api/hello', { headers: { 'X-CSRF': '1' } })).status);
   assert.equal(status, 401);
+});
+
+test('spa-bff never logged a token, a cookie, an authorization code or the client secret', async () => {
+  const log = readFileSync(join(ARTIFACTS, 'spa-bff.log'), 'utf8');
+  assert.ok(log.includes('login completed'), 'the log covers the logins of this run');
+  for (const secret of ['eyJ', 'Bearer ', 'code=', 'refresh_token', 'id_token_hint', CLIENT.secret]) {
+    assert.ok(!log.includes(secret), `spa-bff.log contains ${JSON.stringify(secret)}`);
+  }
+  assert.ok(!/spa-bff(-login-[0-9a-f]+)?=[A-Za-z0-9+/]{20}/.test(log), 'spa-bff.log contains a cookie value');
 });
