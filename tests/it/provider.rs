@@ -360,7 +360,7 @@ async fn stats_revoke_and_short_token_ttl_on_a_provider_started_later() {
     let op = Provider::start(ProviderOptions {
         access_token_ttl_secs: 2,
         port: Some(port),
-        clients_json: None,
+        ..ProviderOptions::default()
     });
     assert_eq!(op.issuer(), format!("http://127.0.0.1:{port}"));
     let (client, tokens) = login(&op, "dave", "openid", &[]).await;

@@ -685,6 +685,51 @@ async fn provider_down_during_refresh_is_503_and_the_session_is_kept() {
 }
 
 #[actix_web::test]
+async fn a_provider_outage_is_503_and_the_session_works_again_once_it_is_back() {
+    let upstream = Upstream::start();
+    let state = tempfile::tempdir().unwrap();
+    // The provider keeps its grants across the restart, as a real one (with a database) does.
+    let provider = Provider::start(ProviderOptions {
+        access_token_ttl_secs: 3,
+        state_file: Some(state.path().join("provider-state.json")),
+        ..ProviderOptions::default()
+    });
+    let app = spawn_app_with(
+        AppOptions {
+            issuer: provider.issuer(),
+            extra_toml: format!(
+                "[proxy]\nrefresh_skew = \"1s\"\n{}",
+                route("/api", &upstream.url, "")
+            ),
+            ..AppOptions::default()
+        },
+        &provider,
+    )
+    .await;
+    let browser = logged_in(&app, &unique("yara")).await;
+    assert_eq!(api(&browser, &app, "GET", "/api/a").await.status, 201);
+    let first = upstream.last().bearer().unwrap().to_string();
+
+    provider.stop();
+    sleep_ms(2300).await; // the access token is now within the refresh skew
+    let res = api(&browser, &app, "GET", "/api/b").await;
+    assert_eq!(res.status, 503, "{}", res.text());
+    assert_eq!(res.json()["error"], "provider_unavailable");
+    assert_eq!(app.user(&browser).await.status, 200, "the session is kept");
+
+    provider.start_again();
+    let res = api(&browser, &app, "GET", "/api/c").await;
+    assert_eq!(res.status, 201, "{}", res.text());
+    assert_ne!(
+        upstream.last().bearer().unwrap(),
+        first,
+        "a refreshed token"
+    );
+    assert_eq!(provider.stats().await["refresh_success"], 1);
+    assert_eq!(app.user(&browser).await.status, 200);
+}
+
+#[actix_web::test]
 async fn a_crashed_lock_holder_delays_the_refresh_at_most_its_lock_ttl() {
     let upstream = Upstream::start();
     let (provider, app) = short_lived_tokens(&upstream).await;

@@ -7,6 +7,8 @@
 //   ACCESS_TOKEN_TTL             seconds, default 300 (opaque and JWT access tokens alike)
 //   CLIENTS                      optional JSON array of static client metadata (the demo's client)
 //   BACKCHANNEL_ALLOW_LOOPBACK   default "1": allow back-channel logout POSTs to loopback
+//   STATE_FILE                   optional: keep grants, clients, keys across restarts (written on
+//                                shutdown, read at start), for "the provider went away and came back"
 //
 // Choices:
 // - devInteractions: the library's built-in login and consent forms. Any login name becomes `sub`.
@@ -24,7 +26,8 @@
 // - Back-channel logout: oidc-provider 9 routes its outgoing fetches through an undici dispatcher
 //   that destroys connections to special-use addresses (loopback included) and then calls the
 //   `fetch` configuration hook. Our hook drops that dispatcher for loopback URLs only.
-// - Signing key: a fresh RSA key with a fresh `kid` per process, so a restart rotates keys.
+// - Signing key: a fresh RSA key with a fresh `kid` per process, so a restart rotates keys
+//   (unless STATE_FILE keeps them, with the grants and clients, across a restart).
 // - Storage: the default in-memory adapter is an LRU of 1000 entries (grants get evicted in long
 //   runs); MapAdapter below is an unbounded Map honouring expiresIn, with a grant index for revocation.
 // - Only response_type=code. The built-in HTML pages lose their web-font @import (no internet here).
@@ -32,7 +35,7 @@
 // - Prints exactly one line `listening <port>` when ready; exits on SIGTERM/SIGINT and when stdin
 //   (if it is a pipe, as when spawned by the Rust tests) reaches EOF.
 import { generateKeyPairSync, randomBytes } from 'node:crypto';
-import { fstatSync } from 'node:fs';
+import { existsSync, fstatSync, readFileSync, writeFileSync } from 'node:fs';
 import { createServer } from 'node:http';
 import Provider from 'oidc-provider';
 
@@ -57,6 +60,25 @@ const get = (key) => {
   return entry?.payload;
 };
 setInterval(() => { for (const k of store.keys()) get(k); }, 60_000).unref();
+
+// ---- optional persistence across restarts (STATE_FILE) ----
+const STATE_FILE = process.env.STATE_FILE;
+const saved = STATE_FILE && existsSync(STATE_FILE) ? JSON.parse(readFileSync(STATE_FILE, 'utf8')) : null;
+for (const [key, { payload, expiresAt }] of saved?.store ?? []) {
+  store.set(key, { payload, expiresAt: expiresAt ?? Infinity });
+}
+for (const [grantId, keys] of saved?.grants ?? []) grants.set(grantId, new Set(keys));
+function saveState() {
+  if (!STATE_FILE) return;
+  const entries = [...store.entries()].map(([k, v]) =>
+    [k, { payload: v.payload, expiresAt: Number.isFinite(v.expiresAt) ? v.expiresAt : null }]);
+  writeFileSync(STATE_FILE, JSON.stringify({
+    store: entries,
+    grants: [...grants.entries()].map(([id, keys]) => [id, [...keys]]),
+    jwk: signingJwk,
+    cookieKey,
+  }));
+}
 
 class MapAdapter {
   constructor(model) { this.model = model; }
@@ -107,13 +129,17 @@ const isLoopback = (url) => {
   return LOOPBACK_HOSTS.has(hostname) || /^127\.\d+\.\d+\.\d+$/.test(hostname);
 };
 
-const { privateKey } = generateKeyPairSync('rsa', { modulusLength: 2048 });
+const signingJwk = saved?.jwk ?? {
+  ...generateKeyPairSync('rsa', { modulusLength: 2048 }).privateKey.export({ format: 'jwk' }),
+  use: 'sig', alg: 'RS256', kid: `rs256-${randomBytes(6).toString('hex')}`,
+};
+const cookieKey = saved?.cookieKey ?? randomBytes(32).toString('base64url');
 const provider = new Provider(ISSUER, {
   adapter: MapAdapter,
   clients: CLIENTS,
   findAccount,
-  jwks: { keys: [{ ...privateKey.export({ format: 'jwk' }), use: 'sig', alg: 'RS256', kid: `rs256-${randomBytes(6).toString('hex')}` }] },
-  cookies: { keys: [randomBytes(32).toString('base64url')] },
+  jwks: { keys: [signingJwk] },
+  cookies: { keys: [cookieKey] },
   claims: {
     openid: ['sub'],
     profile: ['name', 'given_name', 'family_name'],
@@ -230,7 +256,7 @@ const server = createServer((req, res) => {
   return json(res, 404, { error: 'not_found' });
 });
 
-const shutdown = () => { server.close(); process.exit(0); };
+const shutdown = () => { saveState(); server.close(); process.exit(0); };
 process.on('SIGTERM', shutdown);
 process.on('SIGINT', shutdown);
 let stdin;

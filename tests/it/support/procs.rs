@@ -223,6 +223,8 @@ pub struct ProviderOptions {
     pub port: Option<u16>,
     /// `CLIENTS`: a JSON array of static client metadata.
     pub clients_json: Option<String>,
+    /// `STATE_FILE`: keep grants, clients and keys across `stop()`/`start_again()`.
+    pub state_file: Option<PathBuf>,
 }
 
 impl Default for ProviderOptions {
@@ -231,6 +233,7 @@ impl Default for ProviderOptions {
             access_token_ttl_secs: 300,
             port: None,
             clients_json: None,
+            state_file: None,
         }
     }
 }
@@ -310,6 +313,9 @@ impl Provider {
             .stderr(File::create(&log).expect("create provider log"));
         if let Some(clients) = &self.options.clients_json {
             cmd.env("CLIENTS", clients);
+        }
+        if let Some(state) = &self.options.state_file {
+            cmd.env("STATE_FILE", state);
         }
         let mut child = cmd
             .spawn()
