@@ -309,9 +309,17 @@ async fn refreshes(provider: &Provider) -> u64 {
 
 /// A provider whose access tokens live 3 s, and an app refreshing 1 s before expiry.
 async fn short_lived_tokens(upstream: &Upstream) -> (Provider, TestApp) {
+    short_lived_tokens_with(upstream, ProviderOptions::default()).await
+}
+
+/// Like [`short_lived_tokens`], with other provider options (the TTL is still 3 s).
+async fn short_lived_tokens_with(
+    upstream: &Upstream,
+    options: ProviderOptions,
+) -> (Provider, TestApp) {
     let provider = Provider::start(ProviderOptions {
         access_token_ttl_secs: 3,
-        ..ProviderOptions::default()
+        ..options
     });
     let app = spawn_app_with(
         AppOptions {
@@ -689,21 +697,12 @@ async fn a_provider_outage_is_503_and_the_session_works_again_once_it_is_back() 
     let upstream = Upstream::start();
     let state = tempfile::tempdir().unwrap();
     // The provider keeps its grants across the restart, as a real one (with a database) does.
-    let provider = Provider::start(ProviderOptions {
-        access_token_ttl_secs: 3,
-        state_file: Some(state.path().join("provider-state.json")),
-        ..ProviderOptions::default()
-    });
-    let app = spawn_app_with(
-        AppOptions {
-            issuer: provider.issuer(),
-            extra_toml: format!(
-                "[proxy]\nrefresh_skew = \"1s\"\n{}",
-                route("/api", &upstream.url, "")
-            ),
-            ..AppOptions::default()
+    let (provider, app) = short_lived_tokens_with(
+        &upstream,
+        ProviderOptions {
+            state_file: Some(state.path().join("provider-state.json")),
+            ..ProviderOptions::default()
         },
-        &provider,
     )
     .await;
     let browser = logged_in(&app, &unique("yara")).await;
