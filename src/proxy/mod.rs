@@ -19,6 +19,7 @@
 //! route's timeout, 503 when Redis or the provider is away.
 
 pub mod headers;
+pub mod idle;
 pub mod refresh;
 pub mod websocket;
 
@@ -487,9 +488,10 @@ fn respond(
         .get(header::CONTENT_LENGTH)
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.trim().parse::<u64>().ok());
+    let body = idle::IdleTimeout::new(upstream, route.timeout);
     match length {
-        Some(len) => res.body(SizedStream::new(len, upstream)),
-        None => res.streaming(upstream),
+        Some(len) => res.body(SizedStream::new(len, body)),
+        None => res.streaming(body),
     }
 }
 

@@ -550,6 +550,58 @@ async fn unreachable_upstream_is_502_and_a_slow_one_is_504() {
     assert_eq!(api(&browser, &app, "GET", "/slow/ok").await.status, 201);
 }
 
+#[actix_web::test]
+async fn an_upstream_that_stalls_mid_body_is_cut_off_after_the_route_timeout() {
+    // An upstream that sends its head and a first chunk, then nothing, forever.
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let server = HttpServer::new(|| {
+        actix_web::App::new().default_service(web::to(|| async {
+            let first = futures_util::stream::iter(vec![Ok::<_, actix_web::Error>(
+                web::Bytes::from_static(b"first chunk"),
+            )]);
+            HttpResponse::Ok().streaming(futures_util::StreamExt::chain(
+                first,
+                futures_util::stream::pending(),
+            ))
+        }))
+    })
+    .workers(1)
+    .listen(listener)
+    .unwrap()
+    .run();
+    actix_web::rt::spawn(server);
+    let app = spawn_app(AppOptions {
+        extra_toml: route(
+            "/stall",
+            &format!("http://127.0.0.1:{port}"),
+            "token = \"none\"\ntimeout = \"1s\"",
+        ),
+        ..AppOptions::default()
+    })
+    .await;
+
+    let started = Instant::now();
+    let mut res = support::http_client()
+        .get(app.at("/stall/x"))
+        .insert_header(CSRF)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status().as_u16(), 200);
+    let mut res = res.timeout(Duration::from_secs(30));
+    let body = res.body().limit(1 << 20).await;
+    let elapsed = started.elapsed();
+    assert!(
+        elapsed < Duration::from_secs(5),
+        "the stalled body was held open for {elapsed:?}"
+    );
+    assert!(
+        body.map_or(true, |b| b.len() < 100),
+        "the body ended early instead of completing"
+    );
+}
+
 // ---------------------------------------------------------------------------------------
 // Transparent refresh
 
