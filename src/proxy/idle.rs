@@ -72,15 +72,16 @@ mod tests {
 
     #[actix_web::test]
     async fn a_stalled_body_ends_with_an_error_and_a_flowing_one_passes() {
-        let flowing = futures_util::stream::iter(vec![Ok(Bytes::from_static(b"a")); 3]);
+        let chunk = || Ok::<_, PayloadError>(Bytes::from_static(b"a"));
+        let flowing = futures_util::stream::iter(vec![chunk(), chunk(), chunk()]);
         let all: Vec<_> = IdleTimeout::new(flowing, Duration::from_millis(50))
             .collect()
             .await;
         assert_eq!(all.len(), 3);
         assert!(all.iter().all(Result::is_ok));
 
-        let stalled = futures_util::stream::iter(vec![Ok(Bytes::from_static(b"a"))])
-            .chain(futures_util::stream::pending());
+        let stalled =
+            futures_util::stream::iter(vec![chunk()]).chain(futures_util::stream::pending());
         let mut body = IdleTimeout::new(stalled, Duration::from_millis(50));
         assert!(body.next().await.unwrap().is_ok());
         assert!(body.next().await.unwrap().is_err());

@@ -582,7 +582,7 @@ async fn an_upstream_that_stalls_mid_body_is_cut_off_after_the_route_timeout() {
     .await;
 
     let started = Instant::now();
-    let mut res = support::http_client()
+    let res = support::http_client()
         .get(app.at("/stall/x"))
         .insert_header(CSRF)
         .send()
