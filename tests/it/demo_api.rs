@@ -9,10 +9,8 @@ use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine as _;
 use serde_json::{json, Value};
 
-use crate::support::{
-    self, free_port, http_client, jwt_claims, pkce_pair, query_param, random_string,
-    shared_provider, with_query, Browser, Provider, ProviderOptions,
-};
+use crate::support::flow::login;
+use crate::support::{self, http_client, jwt_claims, shared_provider, Provider, ProviderOptions};
 
 const AUDIENCE: &str = "urn:spa-bff:demo-api";
 
@@ -81,41 +79,8 @@ impl Drop for DemoApi {
 
 /// The token response of a code flow for `user` with `scope` and optional `resource`.
 async fn tokens(op: &Provider, user: &str, scope: &str, resource: Option<&str>) -> Value {
-    let base = format!("http://127.0.0.1:{}", free_port());
-    let client = op.register_client(&base, "client_secret_basic").await;
-    let redirect_uri = format!("{base}/callback");
-    let (verifier, challenge) = pkce_pair();
-    let (state, nonce) = (random_string(16), random_string(16));
-    let mut params = vec![
-        ("response_type", "code"),
-        ("client_id", client.client_id.as_str()),
-        ("redirect_uri", redirect_uri.as_str()),
-        ("scope", scope),
-        ("state", state.as_str()),
-        ("nonce", nonce.as_str()),
-        ("code_challenge", challenge.as_str()),
-        ("code_challenge_method", "S256"),
-    ];
-    if let Some(resource) = resource {
-        params.push(("resource", resource));
-    }
-    let url = with_query(&op.url("/auth"), &params);
-    let callback = Browser::new().provider_login(&url, user).await;
-    let code = query_param(&callback, "code").expect("code in callback");
-    let mut res = http_client()
-        .post(op.url("/token"))
-        .basic_auth(&client.client_id, &client.client_secret)
-        .send_form(&[
-            ("grant_type", "authorization_code"),
-            ("code", code.as_str()),
-            ("redirect_uri", redirect_uri.as_str()),
-            ("code_verifier", verifier.as_str()),
-        ])
-        .await
-        .expect("token request");
-    let body: Value = res.json().await.unwrap();
-    assert_eq!(res.status().as_u16(), 200, "{body}");
-    body
+    let extra: Vec<(&str, &str)> = resource.map(|r| ("resource", r)).into_iter().collect();
+    login(op, user, scope, &extra).await.1
 }
 
 async fn access_token(op: &Provider, user: &str, scope: &str, resource: Option<&str>) -> String {

@@ -6,7 +6,7 @@
 //! session, and accept the unflawed control case.
 
 use crate::app::{redis_dump, spawn_app_with, AppOptions, TestApp};
-use crate::support::{self, Browser, RegisteredClient};
+use crate::support::{self, Browser, RegisteredClient, Resp};
 use actix_web::{web, HttpRequest, HttpResponse, HttpServer};
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine;
@@ -331,6 +331,16 @@ async fn every_flawed_provider_answer_is_refused_and_creates_no_session() {
     }
 }
 
+/// POSTs `token` to spa-bff's back-channel logout endpoint, as a provider does.
+async fn send_logout_token(b: &Browser, app: &TestApp, token: &str) -> Resp {
+    b.post_form(
+        &app.at("/backchannel-logout"),
+        &[("logout_token", token)],
+        &[],
+    )
+    .await
+}
+
 /// Spawns spa-bff against a fresh fake provider.
 async fn app_on_fake_op() -> (Arc<Mutex<FakeState>>, String, TestApp) {
     let (fake, issuer) = start_fake_op();
@@ -448,13 +458,7 @@ async fn forged_back_channel_logout_tokens_are_refused_and_a_valid_one_ends_the_
     ];
     let b = Browser::new();
     for (what, token) in &forged {
-        let res = b
-            .post_form(
-                &app.at("/backchannel-logout"),
-                &[("logout_token", token.as_str())],
-                &[],
-            )
-            .await;
+        let res = send_logout_token(&b, &app, token).await;
         assert_eq!(res.status, 400, "{what}: {}", res.text());
         assert_eq!(res.json()["error"], "invalid_request", "{what}");
         assert_eq!(
@@ -467,21 +471,9 @@ async fn forged_back_channel_logout_tokens_are_refused_and_a_valid_one_ends_the_
     assert_eq!(missing.status, 400);
 
     let token = sign_jwt(&valid, KEY_PEM, KID, "logout+jwt");
-    let res = b
-        .post_form(
-            &app.at("/backchannel-logout"),
-            &[("logout_token", token.as_str())],
-            &[],
-        )
-        .await;
+    let res = send_logout_token(&b, &app, &token).await;
     assert_eq!(res.status, 200, "{}", res.text());
     assert_eq!(app.user(&browser).await.status, 401, "the session ended");
-    let replay = b
-        .post_form(
-            &app.at("/backchannel-logout"),
-            &[("logout_token", token.as_str())],
-            &[],
-        )
-        .await;
+    let replay = send_logout_token(&b, &app, &token).await;
     assert_eq!(replay.status, 400, "a jti is accepted once");
 }

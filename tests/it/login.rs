@@ -118,7 +118,9 @@ async fn login_user_logout_round_trip_through_the_real_provider() {
         std::time::Duration::from_secs(5),
         "refresh token revoked",
         || async {
-            let (status, body) = refresh_at_provider(&app, &refresh_token).await;
+            let (status, body) =
+                support::flow::refresh(support::shared_provider(), &app.client, &refresh_token)
+                    .await;
             (status == 400 && body["error"] == "invalid_grant").then_some(())
         },
     )
@@ -163,21 +165,6 @@ pub async fn stored_record(app: &TestApp, browser: &Browser) -> SessionRecord {
         .open(&blob)
         .expect("record decrypts with the cookie's secret");
     serde_json::from_slice(&plain).unwrap()
-}
-
-async fn refresh_at_provider(app: &TestApp, refresh_token: &str) -> (u16, serde_json::Value) {
-    let discovery = support::shared_provider().discovery().await;
-    let mut res = support::http_client()
-        .post(discovery["token_endpoint"].as_str().unwrap())
-        .basic_auth(&app.client.client_id, &app.client.client_secret)
-        .send_form(&[
-            ("grant_type", "refresh_token"),
-            ("refresh_token", refresh_token),
-        ])
-        .await
-        .unwrap();
-    let body = res.json().await.unwrap();
-    (res.status().as_u16(), body)
 }
 
 fn tokens_of(record: &SessionRecord) -> Vec<String> {

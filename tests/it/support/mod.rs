@@ -6,6 +6,7 @@
 #![allow(dead_code)]
 
 pub mod browser;
+pub mod flow;
 pub mod procs;
 
 #[allow(unused_imports)]
