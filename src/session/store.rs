@@ -111,7 +111,12 @@ impl SessionStore {
 
     /// The Redis key of a session.
     pub fn key(&self, reference: &SessionRef) -> String {
-        format!("{}session:{{{}}}", self.prefix, reference.storage_id())
+        self.key_of(&reference.storage_id())
+    }
+
+    /// The Redis key of the session whose storage id is `id`.
+    fn key_of(&self, id: &str) -> String {
+        format!("{}session:{{{id}}}", self.prefix)
     }
 
     /// Saves a new session under a fresh random reference (never a caller-chosen one,
@@ -154,14 +159,20 @@ impl SessionStore {
         format!("{}{kind}:{{{digest}}}", self.prefix)
     }
 
+    /// The index sets `record` belongs to: its user's, and its provider session's.
+    fn index_keys(&self, record: &SessionRecord) -> Vec<String> {
+        let mut keys = vec![self.index_key("sub", &record.sub)];
+        keys.extend(record.sid.as_deref().map(|sid| self.index_key("sid", sid)));
+        keys
+    }
+
     /// Records which sessions belong to a provider session (`sid`) and to a user
     /// (`sub`), so a back-channel logout can find them. Entries of sessions that
     /// ended meanwhile are harmless; the sets expire with the absolute timeout.
     async fn index(&self, reference: &SessionRef, record: &SessionRecord) -> Result<(), Error> {
         let id = reference.storage_id();
         let ttl = self.expiry.absolute.as_millis() as u64;
-        let mut keys = vec![self.index_key("sub", &record.sub)];
-        keys.extend(record.sid.as_deref().map(|sid| self.index_key("sid", sid)));
+        let keys = self.index_keys(record);
         self.redis
             .run(|mut c| async move {
                 // One slot per index key (Redis Cluster): no MULTI across them.
@@ -179,9 +190,7 @@ impl SessionStore {
     pub async fn end(&self, session: &LoadedSession) -> Result<(), Error> {
         let key = self.key(&session.reference);
         let id = session.reference.storage_id();
-        let record = &session.record;
-        let mut indexes = vec![self.index_key("sub", &record.sub)];
-        indexes.extend(record.sid.as_deref().map(|sid| self.index_key("sid", sid)));
+        let indexes = self.index_keys(&session.record);
         self.redis
             .run(|mut c| async move {
                 let mut pipe = redis::pipe();
@@ -211,24 +220,20 @@ impl SessionStore {
             .redis
             .run(|mut c| async move { redis::cmd("SMEMBERS").arg(&idx).query_async(&mut c).await })
             .await?;
-        let prefix = self.prefix.clone();
-        self.redis
+        let keys: Vec<String> = ids.iter().map(|id| self.key_of(id)).collect();
+        let deleted: Vec<usize> = self
+            .redis
             .run(|mut c| async move {
-                let mut deleted = 0usize;
-                for id in &ids {
-                    let key = format!("{prefix}session:{{{id}}}");
-                    deleted += redis::cmd("DEL")
-                        .arg(&key)
-                        .query_async::<usize>(&mut c)
-                        .await?;
+                // One DEL per key: sessions live in different Cluster slots.
+                let mut pipe = redis::pipe();
+                for key in &keys {
+                    pipe.cmd("DEL").arg(key);
                 }
-                redis::cmd("DEL")
-                    .arg(&index)
-                    .query_async::<()>(&mut c)
-                    .await?;
-                Ok(deleted)
+                pipe.cmd("DEL").arg(&index).ignore();
+                pipe.query_async(&mut c).await
             })
-            .await
+            .await?;
+        Ok(deleted.iter().sum())
     }
 
     /// True the first time `what` is seen within `ttl` (replay protection).
@@ -238,17 +243,27 @@ impl SessionStore {
         what: &str,
         ttl: std::time::Duration,
     ) -> Result<bool, Error> {
-        let key = self.index_key(kind, what);
-        let ttl = ttl.as_millis() as u64;
+        self.set_nx(self.index_key(kind, what), "1".into(), ttl)
+            .await
+    }
+
+    /// `SET key value NX PX ttl`: whether the key was set (it did not exist).
+    async fn set_nx(
+        &self,
+        key: String,
+        value: String,
+        ttl: std::time::Duration,
+    ) -> Result<bool, Error> {
+        let ttl_ms = (ttl.as_millis() as u64).max(1);
         let set: Option<String> = self
             .redis
             .run(|mut c| async move {
                 redis::cmd("SET")
                     .arg(&key)
-                    .arg(1)
+                    .arg(&value)
                     .arg("NX")
                     .arg("PX")
-                    .arg(ttl)
+                    .arg(ttl_ms)
                     .query_async(&mut c)
                     .await
             })
@@ -374,22 +389,8 @@ impl SessionStore {
     ) -> Result<Option<SessionLock>, Error> {
         let key = self.lock_key(reference);
         let token = crate::session::crypto::random_token(16);
-        let (k, t) = (key.clone(), token.clone());
-        let ttl_ms = (ttl.as_millis() as u64).max(1);
-        let set: Option<String> = self
-            .redis
-            .run(|mut c| async move {
-                redis::cmd("SET")
-                    .arg(&k)
-                    .arg(&t)
-                    .arg("NX")
-                    .arg("PX")
-                    .arg(ttl_ms)
-                    .query_async(&mut c)
-                    .await
-            })
-            .await?;
-        Ok(set.map(|_| SessionLock { key, token }))
+        let taken = self.set_nx(key.clone(), token.clone(), ttl).await?;
+        Ok(taken.then_some(SessionLock { key, token }))
     }
 
     /// Releases a lock if it is still ours. Errors are logged: the TTL ends it anyway.

@@ -470,6 +470,17 @@ async fn forged_back_channel_logout_tokens_are_refused_and_a_valid_one_ends_the_
     let missing = b.post_form(&app.at("/backchannel-logout"), &[], &[]).await;
     assert_eq!(missing.status, 400);
 
+    // A valid token about a provider session spa-bff never saw ends nothing.
+    let mut unknown = with("sid", json!("never-seen-sid"));
+    unknown["jti"] = json!(support::random_string(8));
+    let res = send_logout_token(&b, &app, &sign_jwt(&unknown, KEY_PEM, KID, "logout+jwt")).await;
+    assert_eq!(res.status, 200, "{}", res.text());
+    assert_eq!(
+        app.user(&browser).await.status,
+        200,
+        "another sid ended the session"
+    );
+
     let token = sign_jwt(&valid, KEY_PEM, KID, "logout+jwt");
     let res = send_logout_token(&b, &app, &token).await;
     assert_eq!(res.status, 200, "{}", res.text());
