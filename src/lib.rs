@@ -6,6 +6,7 @@
 
 pub mod app;
 pub mod config;
+pub mod csrf;
 pub mod error;
 pub mod oidc;
 pub mod proxy;

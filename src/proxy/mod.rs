@@ -24,6 +24,7 @@ pub mod refresh;
 pub mod websocket;
 
 use crate::config::{RouteSettings, TokenRequirement};
+use crate::csrf;
 use crate::error::Error;
 use crate::session::LoadedSession;
 use crate::state::{AppState, SessionLookup};
@@ -303,29 +304,18 @@ fn check_request(
     state: &AppState,
     route: &RouteSettings,
 ) -> Result<String, Error> {
-    let proxy = &state.settings.proxy;
+    let settings = &state.settings;
     if websocket::is_upgrade(req) {
         // Browsers cannot add headers to a WebSocket handshake but always send Origin.
-        let own = state.settings.server.origin();
-        let same_origin = req
-            .headers()
-            .get(header::ORIGIN)
-            .is_some_and(|o| o.as_bytes() == own.as_bytes());
-        if !same_origin {
+        if !csrf::origin_is_ours(req.headers(), settings) {
             return Err(Error::Forbidden(
                 "WebSocket upgrades must come from this application's origin",
             ));
         }
-    } else {
-        let csrf_ok = req
-            .headers()
-            .get(proxy.csrf_header.as_str())
-            .is_some_and(|v| v.as_bytes() == proxy.csrf_value.as_bytes());
-        if !csrf_ok {
-            return Err(Error::Forbidden(
-                "API requests must carry the CSRF header (X-CSRF: 1 unless configured otherwise)",
-            ));
-        }
+    } else if !csrf::has_csrf_header(req.headers(), settings) {
+        return Err(Error::Forbidden(
+            "API requests must carry the CSRF header (X-CSRF: 1 unless configured otherwise)",
+        ));
     }
     if let Some(methods) = &route.methods {
         if !methods.iter().any(|m| m == req.method().as_str()) {

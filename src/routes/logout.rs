@@ -1,3 +1,4 @@
+use crate::csrf;
 use crate::error::{no_store_json, Error};
 use crate::oidc::logout::{logout_url, revoke_refresh_token};
 use crate::state::{AppState, SessionLookup};
@@ -43,19 +44,20 @@ pub async fn logout(req: HttpRequest, state: web::Data<AppState>) -> Result<Http
     Ok(res)
 }
 
-/// Logout must not be triggerable by another site. A `fetch` proves itself with
-/// `X-CSRF: 1` (a custom header forces a CORS preflight); a form POST must come
-/// from our own origin (`Origin`, or `Sec-Fetch-Site: same-origin`).
-/// Returns whether the caller is a fetch.
+/// Logout must not be triggerable by another site: a `fetch` carries the CSRF
+/// header; a form POST must come from our own origin (`Origin`, or, from browsers
+/// that send none, `Sec-Fetch-Site: same-origin`). Returns whether it is a fetch.
 fn check_same_origin(req: &HttpRequest, state: &AppState) -> Result<bool, Error> {
-    let header = |name: &str| req.headers().get(name).and_then(|v| v.to_str().ok());
-    if header("x-csrf") == Some("1") {
+    let (headers, settings) = (req.headers(), &state.settings);
+    if csrf::has_csrf_header(headers, settings) {
         return Ok(true);
     }
-    let own_origin = state.settings.server.origin();
-    let same_origin = match header("origin") {
-        Some(origin) => origin == own_origin,
-        None => header("sec-fetch-site") == Some("same-origin"),
+    let same_origin = if headers.contains_key(header::ORIGIN) {
+        csrf::origin_is_ours(headers, settings)
+    } else {
+        headers
+            .get("sec-fetch-site")
+            .is_some_and(|v| v.as_bytes() == b"same-origin")
     };
     if same_origin {
         Ok(false)
