@@ -87,7 +87,7 @@ pub async fn complete_login(
     let mut claims = verify_id_token(
         providers,
         http,
-        provider,
+        provider.clone(),
         id_token,
         &tokens,
         &login.nonce,
@@ -100,7 +100,6 @@ pub async fn complete_login(
         .ok_or_else(|| LoginError::InvalidIdToken("no sub".into()))?
         .to_string();
     let sid = claims.get("sid").and_then(Value::as_str).map(String::from);
-    let provider = providers.get()?;
     if let Some(info) = userinfo(&provider, http, tokens.access_token().secret(), &sub).await {
         for (k, v) in info {
             if !PROTOCOL_CLAIMS.contains(&k.as_str()) {
