@@ -2,11 +2,11 @@
 
 use crate::config::Settings;
 use crate::error::render_errors;
+use crate::flows::refresh::RefreshFlights;
 use crate::oidc::ProviderHandle;
-use crate::proxy::RefreshFlights;
 use crate::routes;
-use crate::session::RedisHandle;
 use crate::state::AppState;
+use crate::store::RedisHandle;
 use crate::telemetry::trace_requests;
 use actix_web::dev::{Server, ServerHandle};
 use actix_web::middleware::{from_fn, DefaultHeaders};

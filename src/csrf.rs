@@ -22,3 +22,11 @@ pub fn origin_is_ours(headers: &HeaderMap, settings: &Settings) -> bool {
         .get(header::ORIGIN)
         .is_some_and(|o| o.as_bytes() == settings.server.origin().as_bytes())
 }
+
+/// The header a fetch must send, as `Name: value` (for error messages).
+pub fn expected_header(settings: &Settings) -> String {
+    format!(
+        "{}: {}",
+        settings.proxy.csrf_header, settings.proxy.csrf_value
+    )
+}

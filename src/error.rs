@@ -13,13 +13,14 @@ use actix_web::http::StatusCode;
 use actix_web::middleware::Next;
 use actix_web::{HttpResponse, ResponseError};
 use serde_json::json;
+use std::borrow::Cow;
 
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
     #[error("authentication required")]
     Unauthenticated,
     #[error("{0}")]
-    Forbidden(&'static str),
+    Forbidden(Cow<'static, str>),
     #[error("{0}")]
     Login(#[from] LoginError),
     /// The provider could not be reached or answered 5xx; the detail is logged only.

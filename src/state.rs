@@ -1,21 +1,28 @@
 //! Per-worker application state: one struct instead of many `Data` parameters.
-//! Settings and the discovered provider are shared by all workers; the awc client
-//! is per worker (it is not `Send`), and so is the Redis connection.
+//! Settings, the discovered provider and the refresh flights are shared by all
+//! workers; the awc clients are per worker (awc is not `Send`), and so is the
+//! store's Redis connection handle.
+//!
+//! Handlers reach the flows through [`AppState::deps`] and
+//! [`AppState::refresher`], which lend each flow only what it needs.
 
 use crate::config::Settings;
 use crate::error::Error;
+use crate::flows::refresh::{RefreshFlights, RefreshPolicy, Refresher};
+use crate::flows::Deps;
 use crate::oidc::{OidcHttp, ProviderHandle};
-use crate::proxy::RefreshFlights;
-use crate::session::{CookieCodec, ExpiryPolicy, LoadedSession, RedisHandle, SessionStore};
+use crate::session::{CookieCodec, ExpiryPolicy};
+use crate::store::{LoadedSession, RedisHandle, RedisStore, Store};
 use crate::time::now_ms;
-use actix_web::HttpRequest;
+use actix_web::{HttpRequest, HttpResponse};
 use std::sync::Arc;
 
 pub struct AppState {
     pub settings: Arc<Settings>,
     pub provider: Arc<ProviderHandle>,
     pub http: OidcHttp,
-    pub sessions: SessionStore,
+    pub store: RedisStore,
+    pub expiry: ExpiryPolicy,
     pub cookies: CookieCodec,
     /// The client for `[[routes]]` upstreams: no redirects followed, no client-wide
     /// timeout (each route sets its own), responses not decompressed.
@@ -33,6 +40,16 @@ pub enum SessionLookup {
     Active(Box<LoadedSession>),
 }
 
+impl SessionLookup {
+    /// The session, if there is a live one.
+    pub fn active(self) -> Option<LoadedSession> {
+        match self {
+            SessionLookup::Active(s) => Some(*s),
+            _ => None,
+        }
+    }
+}
+
 impl AppState {
     pub fn new(
         settings: Arc<Settings>,
@@ -41,10 +58,11 @@ impl AppState {
         flights: Arc<RefreshFlights>,
     ) -> Self {
         let s = &settings.session;
-        let sessions = SessionStore::new(
+        let expiry = ExpiryPolicy::new(s.idle_timeout, s.absolute_timeout);
+        let store = RedisStore::new(
             RedisHandle::from_client(redis, s.redis_timeout),
             s.key_prefix.clone(),
-            ExpiryPolicy::new(s.idle_timeout, s.absolute_timeout),
+            expiry,
         );
         Self {
             http: OidcHttp::new(settings.oidc.http_timeout),
@@ -54,9 +72,31 @@ impl AppState {
                 .disable_timeout()
                 .finish(),
             flights,
-            sessions,
+            store,
+            expiry,
             provider,
             settings,
+        }
+    }
+
+    /// What the login, logout and back-channel flows need.
+    pub fn deps(&self) -> Deps<'_, RedisStore> {
+        Deps {
+            settings: &self.settings,
+            store: &self.store,
+            provider: &self.provider,
+            http: &self.http,
+        }
+    }
+
+    /// What the refresh flow needs.
+    pub fn refresher(&self) -> Refresher<'_, RedisStore> {
+        Refresher {
+            store: &self.store,
+            provider: &self.provider,
+            http: &self.http,
+            flights: &self.flights,
+            policy: RefreshPolicy::new(&self.settings),
         }
     }
 
@@ -75,9 +115,15 @@ impl AppState {
         let Some(reference) = self.cookies.read_session(req) else {
             return Ok(SessionLookup::Stale);
         };
-        Ok(match self.sessions.load(&reference, now_ms()).await? {
+        Ok(match self.store.load_session(&reference, now_ms()).await? {
             Some(s) => SessionLookup::Active(Box::new(s)),
             None => SessionLookup::Stale,
         })
+    }
+
+    /// Makes the browser forget its session cookie (the session ended, or the
+    /// cookie leads nowhere). The one place a response clears it.
+    pub fn forget_session(&self, res: &mut HttpResponse) {
+        let _ = res.add_cookie(&self.cookies.clear_session());
     }
 }

@@ -10,10 +10,9 @@
 
 use crate::error::{Error, LoginError};
 use crate::oidc::http::OidcHttp;
-use crate::oidc::login::LoginState;
 use crate::oidc::provider::{error_chain, Provider, ProviderHandle};
 use crate::secret::Sensitive;
-use crate::session::{SessionRecord, Tokens};
+use crate::session::{LoginState, SessionRecord, Tokens};
 use crate::time::UnixMs;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine;
@@ -57,6 +56,26 @@ pub struct AuthorizationResponse {
     pub error: Option<String>,
     pub error_description: Option<String>,
     pub iss: Option<String>,
+}
+
+impl AuthorizationResponse {
+    /// The response's parameters from the callback's query pairs; the first value
+    /// of each wins, unknown ones are ignored.
+    pub fn from_pairs(pairs: impl IntoIterator<Item = (String, String)>) -> Self {
+        let mut r = Self::default();
+        for (k, v) in pairs {
+            let slot = match k.as_str() {
+                "code" => &mut r.code,
+                "state" => &mut r.state,
+                "error" => &mut r.error,
+                "error_description" => &mut r.error_description,
+                "iss" => &mut r.iss,
+                _ => continue,
+            };
+            slot.get_or_insert(v);
+        }
+        r
+    }
 }
 
 /// Checks the authorization response (after the state was matched) and redeems it.
@@ -114,25 +133,8 @@ pub async fn complete_login(
         sub,
         sid,
         claims,
-        tokens: tokens_from(&tokens, Sensitive::new(id_token.to_string()), now),
+        tokens: Tokens::from_response(&tokens, Sensitive::new(id_token.to_string()), now),
     })
-}
-
-/// The tokens of a token-endpoint answer, with expiry times computed from `now`.
-pub(crate) fn tokens_from(answer: &CoreTokenResponse, id_token: Sensitive, now: UnixMs) -> Tokens {
-    Tokens {
-        access_token: Sensitive::new(answer.access_token().secret().clone()),
-        access_token_expires_at: answer
-            .expires_in()
-            .map(|d| now.saturating_add(d.as_millis() as u64)),
-        refresh_token: answer
-            .refresh_token()
-            .map(|t| Sensitive::new(t.secret().clone())),
-        id_token,
-        scope: answer
-            .scopes()
-            .map(|s| s.iter().map(|s| s.as_str()).collect::<Vec<_>>().join(" ")),
-    }
 }
 
 /// RFC 9207: when the response names its issuer it must be ours; when the provider

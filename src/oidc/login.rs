@@ -1,33 +1,17 @@
-//! Starting a login: the authorization request (state, nonce, PKCE S256), the
-//! login state kept in Redis until the callback, and the `returnTo` rules.
-//!
-//! The login state lives under `<prefix>login:{<sha256 of state>}`, encrypted under
-//! a key derived from the state itself, and is taken with GETDEL: one-time by
-//! construction, and several tabs can log in at once since each has its own state.
+//! Starting a login: the authorization request (state, nonce, PKCE S256) and the
+//! `returnTo` rules. The store keeps the resulting [`LoginState`] until the
+//! callback takes it (one-time; several tabs can log in at once, each with its own
+//! state).
 
 use crate::config::OidcSettings;
-use crate::error::Error;
 use crate::oidc::provider::Provider;
-use crate::session::crypto::{digest_hex, open, seal};
-use crate::session::RedisHandle;
+use crate::session::crypto::random_token;
+use crate::session::LoginState;
 use crate::time::UnixMs;
 use openidconnect::core::CoreAuthenticationFlow;
 use openidconnect::{CsrfToken, Nonce, PkceCodeChallenge, Scope};
 use percent_encoding::percent_decode_str;
-use serde::{Deserialize, Serialize};
-use std::time::Duration;
 use url::Url;
-
-const INFO: &[u8] = b"spa-bff/login-state/v1";
-
-/// What the callback needs to finish a login.
-#[derive(Debug, Serialize, Deserialize)]
-pub struct LoginState {
-    pub nonce: String,
-    pub pkce_verifier: String,
-    pub return_to: String,
-    pub created_at: UnixMs,
-}
 
 /// A login ready to send the browser to the provider.
 pub struct AuthorizationRequest {
@@ -46,8 +30,8 @@ pub fn authorization_request(
     let (challenge, verifier) = PkceCodeChallenge::new_random_sha256();
     let mut req = provider.client.authorize_url(
         CoreAuthenticationFlow::AuthorizationCode,
-        || CsrfToken::new(crate::session::crypto::random_token(32)),
-        || Nonce::new(crate::session::crypto::random_token(32)),
+        || CsrfToken::new(random_token(32)),
+        || Nonce::new(random_token(32)),
     );
     // openidconnect always sends `openid` itself.
     for scope in settings.scopes.iter().filter(|s| *s != "openid") {
@@ -68,51 +52,6 @@ pub fn authorization_request(
             created_at: now,
         },
     }
-}
-
-fn login_key(prefix: &str, state: &str) -> String {
-    format!("{prefix}login:{{{}}}", digest_hex(INFO, state.as_bytes()))
-}
-
-/// Stores the login state for `ttl`, encrypted under the state itself.
-pub async fn save_login(
-    redis: &RedisHandle,
-    prefix: &str,
-    state: &str,
-    login: &LoginState,
-    ttl: Duration,
-) -> Result<(), Error> {
-    let key = login_key(prefix, state);
-    let plain = serde_json::to_vec(login).map_err(|e| Error::Internal(e.to_string()))?;
-    let blob = seal(state.as_bytes(), INFO, &plain, key.as_bytes());
-    let ttl_ms = ttl.as_millis() as u64;
-    redis
-        .run(|mut c| async move {
-            redis::cmd("SET")
-                .arg(&key)
-                .arg(blob)
-                .arg("PX")
-                .arg(ttl_ms)
-                .query_async::<()>(&mut c)
-                .await
-        })
-        .await
-}
-
-/// Takes (reads and deletes, atomically) the login state for `state`.
-pub async fn take_login(
-    redis: &RedisHandle,
-    prefix: &str,
-    state: &str,
-) -> Result<Option<LoginState>, Error> {
-    let key = login_key(prefix, state);
-    let k = key.clone();
-    let blob: Option<Vec<u8>> = redis
-        .run(|mut c| async move { redis::cmd("GETDEL").arg(&k).query_async(&mut c).await })
-        .await?;
-    Ok(blob
-        .and_then(|b| open(state.as_bytes(), INFO, &b, key.as_bytes()))
-        .and_then(|p| serde_json::from_slice(&p).ok()))
 }
 
 /// `returnTo` as a same-origin path, or `/` when it is missing or could leave the

@@ -3,11 +3,11 @@
 //! No `scope` is sent, so the provider grants exactly what was granted before
 //! (never more). Providers rotate refresh tokens: the answer's refresh token
 //! replaces ours, and must be saved before anyone else refreshes (see
-//! `proxy::refresh`, which guarantees one refresh per expiry). The refreshed ID
+//! [`flows::refresh`](crate::flows::refresh), which guarantees one refresh per
+//! expiry). The refreshed ID
 //! token, when one comes back, is not used: the login's ID token stays the
 //! `id_token_hint` for logout and the claims do not change.
 
-use crate::oidc::callback::tokens_from;
 use crate::oidc::http::OidcHttp;
 use crate::oidc::provider::{error_chain, Provider};
 use crate::session::Tokens;
@@ -64,7 +64,7 @@ pub async fn refresh_tokens(
             answer.token_type()
         )));
     }
-    let fresh = tokens_from(&answer, tokens.id_token.clone(), now);
+    let fresh = Tokens::from_response(&answer, tokens.id_token.clone(), now);
     Ok(Tokens {
         refresh_token: fresh.refresh_token.or_else(|| tokens.refresh_token.clone()),
         scope: fresh.scope.or_else(|| tokens.scope.clone()),

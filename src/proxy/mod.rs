@@ -6,7 +6,8 @@
 //! 1. [`check_request`]: the CSRF header, the route's method allow-list, a path
 //!    without dot segments;
 //! 2. [`authenticate`]: cookie -> session, as the route's [`TokenRequirement`] says;
-//! 3. [`refresh::ensure_fresh`]: refresh the access token near its expiry, once;
+//! 3. [`Refresher::ensure_fresh`](crate::flows::refresh::Refresher::ensure_fresh):
+//!    refresh the access token near its expiry, once;
 //! 4. [`prepare_upstream`]: URL, header hygiene ([`headers`]), `Authorization:
 //!    Bearer`, `X-Forwarded-*`;
 //! 5. [`send_upstream`]: stream the request body (never buffered) with the
@@ -20,22 +21,19 @@
 
 pub mod headers;
 pub mod idle;
-pub mod refresh;
 pub mod websocket;
 
 use crate::config::{RouteSettings, TokenRequirement};
 use crate::csrf;
 use crate::error::Error;
-use crate::session::LoadedSession;
 use crate::state::{AppState, SessionLookup};
+use crate::store::LoadedSession;
 use crate::telemetry::{RequestId, REQUEST_ID};
 use actix_web::body::SizedStream;
 use actix_web::http::header::{self, HeaderValue};
 use actix_web::{web, HttpMessage, HttpRequest, HttpResponse, ResponseError};
 use awc::error::SendRequestError;
 use std::sync::Arc;
-
-pub use refresh::RefreshFlights;
 
 /// The body stream of an upstream response.
 trait UpstreamBody:
@@ -99,7 +97,7 @@ async fn forward(
             // `error_response` (not `from_error`): always JSON, even for navigations.
             let mut res = error.error_response();
             if clear_cookie {
-                let _ = res.add_cookie(&state.cookies.clear_session());
+                state.forget_session(&mut res);
             }
             res
         }
@@ -122,7 +120,7 @@ async fn proxy(
     let session = authenticate(req, state, route).await?;
     let (session, session_ended) = match session {
         None => (None, false),
-        Some(s) => match live(refresh::ensure_fresh(state, s).await, route)? {
+        Some(s) => match live(state.refresher().ensure_fresh(s).await, route)? {
             Some(fresh) => (Some(fresh), false),
             None => (None, true),
         },
@@ -156,7 +154,7 @@ async fn proxy(
     }
     let mut res = respond(response, route);
     if session_ended || retry_ended {
-        let _ = res.add_cookie(&state.cookies.clear_session());
+        state.forget_session(&mut res);
     }
     Ok(res)
 }
@@ -187,7 +185,7 @@ impl Call<'_> {
         let rejected = session.record.tokens.access_token.clone();
         Ok(
             match live(
-                refresh::replace_rejected(self.state, session).await,
+                self.state.refresher().replace_rejected(session).await,
                 self.route,
             )? {
                 Some(renewed) if renewed.record.tokens.access_token != rejected => {
@@ -276,7 +274,7 @@ impl OutgoingBody {
                     })?;
                     if (buf.len() + chunk.len()) as u64 > len {
                         return Err(Error::Forbidden(
-                            "request body longer than its Content-Length",
+                            "request body longer than its Content-Length".into(),
                         ));
                     }
                     buf.extend_from_slice(&chunk);
@@ -309,12 +307,16 @@ fn check_request(
         // Browsers cannot add headers to a WebSocket handshake but always send Origin.
         if !csrf::origin_is_ours(req.headers(), settings) {
             return Err(Error::Forbidden(
-                "WebSocket upgrades must come from this application's origin",
+                "WebSocket upgrades must come from this application's origin".into(),
             ));
         }
     } else if !csrf::has_csrf_header(req.headers(), settings) {
         return Err(Error::Forbidden(
-            "API requests must carry the CSRF header (X-CSRF: 1 unless configured otherwise)",
+            format!(
+                "API requests must carry the CSRF header {}",
+                csrf::expected_header(settings)
+            )
+            .into(),
         ));
     }
     if let Some(methods) = &route.methods {

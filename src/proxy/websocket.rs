@@ -62,9 +62,7 @@ pub async fn tunnel(
     let key = req
         .headers()
         .get(header::SEC_WEBSOCKET_KEY)
-        .ok_or(Error::Forbidden(
-            "a WebSocket upgrade needs Sec-WebSocket-Key",
-        ))?
+        .ok_or_else(|| Error::Forbidden("a WebSocket upgrade needs Sec-WebSocket-Key".into()))?
         .clone();
     for name in HANDSHAKE_HEADERS {
         headers.remove(*name);

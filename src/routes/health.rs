@@ -1,5 +1,6 @@
 use crate::error::no_store_json;
 use crate::state::AppState;
+use crate::store::Store;
 use actix_web::http::StatusCode;
 use actix_web::{web, HttpResponse};
 use serde_json::json;
@@ -11,7 +12,7 @@ pub async fn healthz() -> HttpResponse {
 
 /// `GET /readyz`: Redis answers and provider discovery is done.
 pub async fn readyz(state: web::Data<AppState>) -> HttpResponse {
-    let redis_ok = state.sessions.redis().ping().await.is_ok();
+    let redis_ok = state.store.ping().await.is_ok();
     let provider_ok = state.provider.is_ready();
     let status = if redis_ok && provider_ok {
         StatusCode::OK

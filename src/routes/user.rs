@@ -9,9 +9,14 @@ pub async fn user(req: HttpRequest, state: web::Data<AppState>) -> Result<HttpRe
     let session = match state.session(&req).await? {
         SessionLookup::Active(s) => s,
         SessionLookup::NoCookie => return Err(Error::Unauthenticated),
-        SessionLookup::Stale => return Ok(unauthenticated_clearing_cookie(&state)),
+        SessionLookup::Stale => {
+            // 401, and the browser forgets a cookie that leads nowhere.
+            let mut res = HttpResponse::from_error(Error::Unauthenticated);
+            state.forget_session(&mut res);
+            return Ok(res);
+        }
     };
-    let expiry = state.sessions.expiry();
+    let expiry = &state.expiry;
     let secs = |ms: u64| ms / 1000;
     Ok(no_store_json(
         StatusCode::OK,
@@ -25,11 +30,4 @@ pub async fn user(req: HttpRequest, state: web::Data<AppState>) -> Result<HttpRe
             }
         }),
     ))
-}
-
-/// 401, and the browser forgets a cookie that leads nowhere.
-pub fn unauthenticated_clearing_cookie(state: &AppState) -> HttpResponse {
-    let mut res = HttpResponse::from_error(Error::Unauthenticated);
-    let _ = res.add_cookie(&state.cookies.clear_session());
-    res
 }

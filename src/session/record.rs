@@ -1,7 +1,10 @@
-//! The session record: what Redis keeps (encrypted) for one signed-in browser.
+//! The session record: what the store keeps (encrypted) for one signed-in browser,
+//! and the tokens a token-endpoint answer gives it.
 
 use crate::secret::Sensitive;
 use crate::time::UnixMs;
+use openidconnect::core::CoreTokenResponse;
+use openidconnect::OAuth2TokenResponse;
 use serde::{Deserialize, Serialize};
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -24,4 +27,24 @@ pub struct Tokens {
     pub id_token: Sensitive,
     /// The scope granted, when the provider said (refresh never asks for more).
     pub scope: Option<String>,
+}
+
+impl Tokens {
+    /// The tokens of a token-endpoint answer (login or refresh), with the expiry
+    /// computed from `now`. `id_token` is the one the session keeps.
+    pub fn from_response(answer: &CoreTokenResponse, id_token: Sensitive, now: UnixMs) -> Self {
+        Tokens {
+            access_token: Sensitive::new(answer.access_token().secret().clone()),
+            access_token_expires_at: answer
+                .expires_in()
+                .map(|d| now.saturating_add(d.as_millis() as u64)),
+            refresh_token: answer
+                .refresh_token()
+                .map(|t| Sensitive::new(t.secret().clone())),
+            id_token,
+            scope: answer
+                .scopes()
+                .map(|s| s.iter().map(|s| s.as_str()).collect::<Vec<_>>().join(" ")),
+        }
+    }
 }

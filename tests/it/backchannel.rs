@@ -2,8 +2,7 @@
 //! ends (here through RP-initiated logout at the provider), the provider POSTs a
 //! logout token to spa-bff, and spa-bff ends that user's session.
 
-use crate::app::{spawn_app, AppOptions};
-use crate::login::stored_record;
+use crate::support::app::{spawn_app, stored_record, AppOptions};
 use crate::support::{self, Browser};
 use serde_json::json;
 use std::time::Duration;

@@ -4,7 +4,7 @@
 //! (load generator included), so compare the two rows, not absolute numbers
 //! across machines.
 
-use crate::app::{spawn_app, AppOptions};
+use crate::support::app::{spawn_app, AppOptions};
 use crate::support::Browser;
 use actix_web::{web, HttpResponse, HttpServer};
 use std::net::TcpListener;

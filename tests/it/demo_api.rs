@@ -2,80 +2,15 @@
 //! against the real provider: it accepts the provider's JWT access tokens for its audience
 //! with the endpoint's scope, and refuses everything else the RFC 6750 way.
 
-use std::io::{BufRead, BufReader};
-use std::process::{Child, Command, Stdio};
-
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine as _;
 use serde_json::{json, Value};
 
+use crate::support::demo_api::DemoApi;
 use crate::support::flow::login;
-use crate::support::{self, http_client, jwt_claims, shared_provider, Provider, ProviderOptions};
+use crate::support::{self, jwt_claims, shared_provider, Provider, ProviderOptions};
 
 const AUDIENCE: &str = "urn:spa-bff:demo-api";
-
-/// A running demo-api process; killed on drop.
-struct DemoApi {
-    child: Child,
-    base: String,
-}
-
-impl DemoApi {
-    fn start(issuer: &str, extra_env: &[(&str, &str)]) -> DemoApi {
-        let mut child = Command::new(env!("CARGO_BIN_EXE_demo-api"))
-            .env("DEMO_API_ISSUER", issuer)
-            .env("DEMO_API_LISTEN", "127.0.0.1:0")
-            .env("RUST_LOG", "warn")
-            .envs(extra_env.iter().copied())
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .spawn()
-            .expect("spawn demo-api");
-        let mut line = String::new();
-        BufReader::new(child.stdout.take().unwrap())
-            .read_line(&mut line)
-            .expect("read demo-api's stdout");
-        let addr = line
-            .strip_prefix("listening ")
-            .unwrap_or_else(|| panic!("demo-api did not start: {line:?}"))
-            .trim()
-            .to_owned();
-        DemoApi {
-            child,
-            base: format!("http://{addr}"),
-        }
-    }
-
-    /// `(status, WWW-Authenticate, JSON body)` of a request with an optional bearer token.
-    async fn call(&self, method: &str, path: &str, token: Option<&str>) -> (u16, String, Value) {
-        let url = format!("{}{path}", self.base);
-        let mut req = match method {
-            "POST" => http_client().post(&url),
-            _ => http_client().get(&url),
-        };
-        if let Some(token) = token {
-            req = req.bearer_auth(token);
-        }
-        let mut res = req
-            .send_body(r#"{"order":42}"#)
-            .await
-            .expect("request to demo-api");
-        let challenge = res
-            .headers()
-            .get("www-authenticate")
-            .map(|v| v.to_str().unwrap().to_owned())
-            .unwrap_or_default();
-        let body: Value = res.json().await.expect("demo-api answers JSON");
-        (res.status().as_u16(), challenge, body)
-    }
-}
-
-impl Drop for DemoApi {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
 
 /// The token response of a code flow for `user` with `scope` and optional `resource`.
 async fn tokens(op: &Provider, user: &str, scope: &str, resource: Option<&str>) -> Value {

@@ -1,7 +1,7 @@
 //! Issue: log in through a real OpenID provider and keep the session in Redis
 //! behind an encrypted cookie. Real spa-bff, real Redis, real node-oidc-provider.
 
-use crate::app::{redis_dump, spawn_app, AppOptions, TestApp};
+use crate::support::app::{redis_dump, spawn_app, stored_record, AppOptions};
 use crate::support::{self, query_param, Browser};
 use spa_bff::session::{CookieCodec, SessionRecord, SessionRef};
 
@@ -137,34 +137,6 @@ async fn login_user_logout_round_trip_through_the_real_provider() {
     let after = app.user(&browser).await;
     assert_eq!(after.status, 401);
     assert_eq!(after.json()["error"], "unauthenticated");
-}
-
-/// Decrypts this browser's session from Redis the way spa-bff does (test-only use
-/// of the library), so tests can name the real tokens.
-pub async fn stored_record(app: &TestApp, browser: &Browser) -> SessionRecord {
-    let settings = app.settings();
-    let codec = CookieCodec::new(&settings.session);
-    let value = app.session_cookie(browser).expect("session cookie");
-    let req = actix_web::test::TestRequest::default()
-        .cookie(actix_web::cookie::Cookie::new(
-            app.cookie_name.clone(),
-            value,
-        ))
-        .to_http_request();
-    let reference: SessionRef = codec.read_session(&req).expect("cookie decrypts");
-    let client = redis::Client::open(settings.session.redis_url.expose()).unwrap();
-    let mut c = client.get_multiplexed_async_connection().await.unwrap();
-    let key = format!("{}session:{{{}}}", app.prefix, reference.storage_id());
-    let blob: Vec<u8> = redis::cmd("HGET")
-        .arg(&key)
-        .arg("data")
-        .query_async(&mut c)
-        .await
-        .unwrap();
-    let plain = reference
-        .open(&blob)
-        .expect("record decrypts with the cookie's secret");
-    serde_json::from_slice(&plain).unwrap()
 }
 
 fn tokens_of(record: &SessionRecord) -> Vec<String> {

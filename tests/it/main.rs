@@ -2,7 +2,6 @@ mod support;
 
 mod provider;
 
-mod app;
 mod backchannel;
 mod bench;
 mod demo_api;
@@ -11,3 +10,4 @@ mod login;
 mod proxy;
 mod resilience;
 mod serving;
+mod store_contract;

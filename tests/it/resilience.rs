@@ -1,7 +1,7 @@
 //! Sessions end when they should, and spa-bff degrades to 503 (never 500, never a
 //! lost session) while Redis or the provider is away, healing when they return.
 
-use crate::app::{spawn_app, spawn_app_with, AppOptions};
+use crate::support::app::{spawn_app, spawn_app_with, AppOptions};
 use crate::support::{
     self, free_port, Browser, Provider, ProviderOptions, RedisServer, RegisteredClient,
 };

@@ -1,7 +1,7 @@
 //! The SPA's files with index.html fallback, logout's cross-site protection, and
 //! the command line.
 
-use crate::app::{settings_toml, spawn_app, AppOptions};
+use crate::support::app::{settings_toml, spawn_app, AppOptions};
 use crate::support::{Browser, RegisteredClient};
 use std::process::Command;
 
@@ -192,7 +192,7 @@ fn check_config_prints_ok_or_every_problem_without_secrets() {
         .env("SPA_BFF__SESSION__SAME_SITE", "strict")
         .env(
             "SPA_BFF__SESSION__COOKIE_KEYS",
-            format!("[\"{}\"]", crate::app::TEST_COOKIE_KEY),
+            format!("[\"{}\"]", crate::support::app::TEST_COOKIE_KEY),
         )
         .output()
         .unwrap();

@@ -5,9 +5,13 @@
 //! `#[actix_web::test]` (awc is !Send). Call [`init`] first in every test.
 #![allow(dead_code)]
 
+pub mod app;
 pub mod browser;
+pub mod demo_api;
+pub mod fake_op;
 pub mod flow;
 pub mod procs;
+pub mod upstream;
 
 #[allow(unused_imports)]
 pub use browser::{Browser, Resp};
@@ -110,4 +114,15 @@ where
         );
         actix_web::rt::time::sleep(std::time::Duration::from_millis(50)).await;
     }
+}
+
+/// Resident memory of this process (test, spa-bff and upstream alike), in MiB.
+pub fn rss_mib() -> f64 {
+    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<f64>().ok())
+        .map(|kb| kb / 1024.0)
+        .unwrap_or(0.0)
 }

@@ -6,6 +6,8 @@ use crate::support::{self, Browser, Provider, RegisteredClient, Resp};
 use actix_web::dev::ServerHandle;
 use spa_bff::app::App;
 use spa_bff::config::Settings;
+use spa_bff::session::{CookieCodec, SessionRecord, SessionRef};
+use spa_bff::store::keys::Keys;
 use std::net::TcpListener;
 use std::time::Duration;
 
@@ -295,4 +297,32 @@ pub async fn redis_dump(redis_url: &str, prefix: &str) -> Vec<(String, Vec<u8>)>
         }
     }
     out
+}
+
+/// Decrypts this browser's session from Redis the way spa-bff does (test-only use
+/// of the library), so tests can name the real tokens.
+pub async fn stored_record(app: &TestApp, browser: &Browser) -> SessionRecord {
+    let settings = app.settings();
+    let codec = CookieCodec::new(&settings.session);
+    let value = app.session_cookie(browser).expect("session cookie");
+    let req = actix_web::test::TestRequest::default()
+        .cookie(actix_web::cookie::Cookie::new(
+            app.cookie_name.clone(),
+            value,
+        ))
+        .to_http_request();
+    let reference: SessionRef = codec.read_session(&req).expect("cookie decrypts");
+    let client = redis::Client::open(settings.session.redis_url.expose()).unwrap();
+    let mut c = client.get_multiplexed_async_connection().await.unwrap();
+    let key = Keys::new(&app.prefix).session(&reference.storage_id());
+    let blob: Vec<u8> = redis::cmd("HGET")
+        .arg(&key)
+        .arg("data")
+        .query_async(&mut c)
+        .await
+        .unwrap();
+    let plain = reference
+        .open(&blob)
+        .expect("record decrypts with the cookie's secret");
+    serde_json::from_slice(&plain).unwrap()
 }

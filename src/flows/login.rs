@@ -1,0 +1,86 @@
+//! Logging in: [`start`] builds the authorization request and keeps its state
+//! until the callback; [`finish`] checks that the callback belongs to a login this
+//! browser started (one-time state, bound to the browser by its login cookie),
+//! redeems the code, and saves a NEW session.
+//!
+//! A login always creates a fresh session reference (no fixation) and replaces
+//! whatever session the browser had before.
+
+use super::Deps;
+use crate::error::{Error, LoginError};
+use crate::oidc::callback::{complete_login, AuthorizationResponse};
+use crate::oidc::login::{authorization_request, safe_return_to};
+use crate::session::SessionRef;
+use crate::store::Store;
+use crate::time::UnixMs;
+use url::Url;
+
+/// A login ready to send the browser to the provider.
+pub struct Started {
+    /// The provider's authorization URL.
+    pub redirect: Url,
+    /// The login's `state`, to bind to this browser with a login cookie.
+    pub state: String,
+}
+
+/// Starts a login that will come back to `return_to` (checked: same origin only).
+pub async fn start<S: Store>(
+    deps: &Deps<'_, S>,
+    return_to: Option<&str>,
+    now: UnixMs,
+) -> Result<Started, Error> {
+    let provider = deps.provider.get()?;
+    let oidc = &deps.settings.oidc;
+    let auth = authorization_request(&provider, oidc, safe_return_to(return_to), now);
+    deps.store
+        .save_login(&auth.state, &auth.login, oidc.login_timeout)
+        .await?;
+    Ok(Started {
+        redirect: auth.url,
+        state: auth.state,
+    })
+}
+
+/// What the browser brought back to `/callback`.
+pub struct Callback<'a> {
+    /// The authorization response's parameters.
+    pub response: &'a AuthorizationResponse,
+    /// Its `state`.
+    pub state: &'a str,
+    /// Whether this browser holds the login cookie of `state` (login CSRF).
+    pub started_here: bool,
+    /// The session the browser had, which the new one replaces.
+    pub replaces: Option<SessionRef>,
+}
+
+/// A completed login.
+pub struct Finished {
+    pub session: SessionRef,
+    /// Where the browser goes now (checked when the login started).
+    pub return_to: String,
+}
+
+/// Finishes a login: state, code exchange, ID token, new session.
+pub async fn finish<S: Store>(
+    deps: &Deps<'_, S>,
+    callback: Callback<'_>,
+    now: UnixMs,
+) -> Result<Finished, Error> {
+    // The state must have been started in this browser, and not used before.
+    if !callback.started_here {
+        return Err(LoginError::InvalidState.into());
+    }
+    let login = deps
+        .store
+        .take_login(callback.state)
+        .await?
+        .ok_or(LoginError::InvalidState)?;
+    let return_to = login.return_to.clone();
+    let record = complete_login(deps.provider, deps.http, callback.response, login, now).await?;
+    if let Some(old) = &callback.replaces {
+        deps.store.delete_session(old).await?;
+    }
+    let session = deps.store.create_session(&record, now).await?;
+    tracing::info!(session = %&session.storage_id()[..8], "login completed");
+    Ok(Finished { session, return_to })
+}

@@ -1,0 +1,23 @@
+//! The use cases, one module each, each readable top to bottom: starting and
+//! finishing a login, keeping an access token fresh, logging out, and the
+//! provider's back-channel logout. Handlers extract what the request says, call
+//! one function here and map the result to HTTP.
+//!
+//! Flows take narrow inputs ([`Deps`], [`refresh::Refresher`]), never the whole
+//! application state: they sit below `state` and `routes` in the module layers.
+
+pub mod backchannel;
+pub mod login;
+pub mod logout;
+pub mod refresh;
+
+use crate::config::Settings;
+use crate::oidc::{OidcHttp, ProviderHandle};
+
+/// What the login, logout and back-channel flows need from the application.
+pub struct Deps<'a, S> {
+    pub settings: &'a Settings,
+    pub store: &'a S,
+    pub provider: &'a ProviderHandle,
+    pub http: &'a OidcHttp,
+}

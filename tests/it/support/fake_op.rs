@@ -1,0 +1,295 @@
+//! A small fake OpenID provider for what a real, certified provider will not do
+//! (see `tests/it/fake_op.rs` for the tests): it answers discovery, JWKS, the
+//! authorization and token endpoints, and gets one thing wrong at a time ([`Flaw`]).
+#![allow(dead_code)]
+
+use crate::support::app::{spawn_app_with, AppOptions, TestApp};
+use crate::support::{self, Browser, RegisteredClient, Resp};
+use actix_web::{web, HttpRequest, HttpResponse, HttpServer};
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use base64::Engine;
+use openidconnect::core::{
+    CoreGenderClaim, CoreHmacKey, CoreJweContentEncryptionAlgorithm, CoreJwsSigningAlgorithm,
+    CoreRsaPrivateSigningKey,
+};
+use openidconnect::{
+    AccessToken, AdditionalClaims, IdToken, IdTokenClaims, JsonWebKeyId, PrivateSigningKey,
+};
+use serde_json::{json, Value};
+use std::collections::HashMap;
+use std::net::TcpListener;
+use std::sync::{Arc, Mutex};
+
+/// The provider session id, which openidconnect's core claims do not model.
+#[derive(Clone, Debug, serde::Deserialize, serde::Serialize)]
+struct SidClaim {
+    sid: Option<String>,
+}
+impl AdditionalClaims for SidClaim {}
+type FakeIdToken =
+    IdToken<SidClaim, CoreGenderClaim, CoreJweContentEncryptionAlgorithm, CoreJwsSigningAlgorithm>;
+
+pub const KEY_PEM: &str = include_str!("../fixtures/fake-op-TEST-ONLY-key.pem");
+pub const OTHER_KEY_PEM: &str = include_str!("../fixtures/fake-op-TEST-ONLY-other-key.pem");
+pub const KID: &str = "fake-key-1";
+pub const CLIENT_ID: &str = "fake-client";
+pub const CLIENT_SECRET: &str = "fake-client-secret-for-tests-only";
+
+/// What the fake provider gets wrong this time.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Flaw {
+    None,
+    WrongAudience,
+    UntrustedExtraAudience,
+    WrongIssuerClaim,
+    Expired,
+    IssuedInTheFuture,
+    WrongNonce,
+    AlgNone,
+    Hs256NotAllowed,
+    TamperedPayload,
+    BadSignatureSameKid,
+    UnknownKid,
+    AtHashMismatch,
+    NotBearer,
+    NoIdToken,
+    MixUpIssParameter,
+    MissingIssParameter,
+    InvalidGrant,
+    TokenEndpointDown,
+}
+
+pub struct FakeState {
+    pub flaw: Flaw,
+    pub issuer: String,
+    /// code -> nonce
+    pub codes: HashMap<String, String>,
+    /// The provider session id put in every ID token.
+    pub sid: String,
+    pub key: CoreRsaPrivateSigningKey,
+}
+
+pub fn now() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs() as i64
+}
+
+pub fn rsa_key(pem: &str, kid: &str) -> CoreRsaPrivateSigningKey {
+    CoreRsaPrivateSigningKey::from_pem(pem, Some(JsonWebKeyId::new(kid.into()))).unwrap()
+}
+
+async fn discovery(state: web::Data<Mutex<FakeState>>) -> HttpResponse {
+    let issuer = state.lock().unwrap().issuer.clone();
+    HttpResponse::Ok().json(json!({
+        "issuer": issuer,
+        "authorization_endpoint": format!("{issuer}/auth"),
+        "token_endpoint": format!("{issuer}/token"),
+        "jwks_uri": format!("{issuer}/jwks"),
+        "response_types_supported": ["code"],
+        "subject_types_supported": ["public"],
+        "id_token_signing_alg_values_supported": ["RS256"],
+        "authorization_response_iss_parameter_supported": true,
+    }))
+}
+
+async fn jwks(state: web::Data<Mutex<FakeState>>) -> HttpResponse {
+    let key = state.lock().unwrap().key.as_verification_key();
+    HttpResponse::Ok().json(json!({ "keys": [key] }))
+}
+
+async fn authorize(req: HttpRequest, state: web::Data<Mutex<FakeState>>) -> HttpResponse {
+    let q: HashMap<String, String> = url::form_urlencoded::parse(req.query_string().as_bytes())
+        .into_owned()
+        .collect();
+    let code = support::random_string(16);
+    let mut s = state.lock().unwrap();
+    s.codes.insert(code.clone(), q["nonce"].clone());
+    let mut pairs = vec![("code", code.as_str()), ("state", q["state"].as_str())];
+    let evil = "https://evil.example".to_string();
+    match s.flaw {
+        Flaw::MixUpIssParameter => pairs.push(("iss", &evil)),
+        Flaw::MissingIssParameter => {}
+        _ => pairs.push(("iss", &s.issuer)),
+    }
+    let location = support::with_query(&q["redirect_uri"], &pairs);
+    HttpResponse::Found()
+        .insert_header(("Location", location))
+        .finish()
+}
+
+async fn token(
+    form: web::Form<HashMap<String, String>>,
+    state: web::Data<Mutex<FakeState>>,
+) -> HttpResponse {
+    let mut s = state.lock().unwrap();
+    match s.flaw {
+        Flaw::TokenEndpointDown => return HttpResponse::BadGateway().body("upstream down"),
+        Flaw::InvalidGrant => {
+            return HttpResponse::BadRequest().json(json!({ "error": "invalid_grant" }))
+        }
+        _ => {}
+    }
+    let Some(nonce) = form.get("code").and_then(|c| s.codes.remove(c)) else {
+        return HttpResponse::BadRequest().json(json!({ "error": "invalid_grant" }));
+    };
+    let access_token = format!("fake-at-{}", support::random_string(16));
+    let id_token = id_token(&s, &nonce, &access_token);
+    let mut body = json!({
+        "access_token": access_token,
+        "token_type": if s.flaw == Flaw::NotBearer { "mac" } else { "Bearer" },
+        "expires_in": 300,
+        "refresh_token": format!("fake-rt-{}", support::random_string(16)),
+        "scope": "openid profile",
+    });
+    if s.flaw != Flaw::NoIdToken {
+        body["id_token"] = Value::String(id_token);
+    }
+    HttpResponse::Ok().json(body)
+}
+
+/// The ID token for this flaw.
+fn id_token(s: &FakeState, nonce: &str, access_token: &str) -> String {
+    let t = now();
+    let mut claims = json!({
+        "iss": s.issuer,
+        "sub": "fake-user",
+        "aud": [CLIENT_ID],
+        "exp": t + 300,
+        "iat": t,
+        "nonce": nonce,
+        "name": "Fake User",
+        "sid": s.sid,
+    });
+    match s.flaw {
+        Flaw::WrongAudience => claims["aud"] = json!(["someone-else"]),
+        Flaw::UntrustedExtraAudience => {
+            claims["aud"] = json!([CLIENT_ID, "another-api"]);
+            claims["azp"] = json!(CLIENT_ID);
+        }
+        Flaw::WrongIssuerClaim => claims["iss"] = json!("https://evil.example"),
+        Flaw::Expired => {
+            claims["exp"] = json!(t - 600);
+            claims["iat"] = json!(t - 900);
+        }
+        Flaw::IssuedInTheFuture => {
+            claims["iat"] = json!(t + 3600);
+            claims["exp"] = json!(t + 7200);
+        }
+        Flaw::WrongNonce => claims["nonce"] = json!("not-the-nonce"),
+        _ => {}
+    }
+    let claims: IdTokenClaims<SidClaim, CoreGenderClaim> =
+        serde_json::from_value(claims.clone()).unwrap();
+    let at = AccessToken::new(access_token.to_string());
+    let rs256 = CoreJwsSigningAlgorithm::RsaSsaPkcs1V15Sha256;
+    let sign = |key: &CoreRsaPrivateSigningKey, at: &AccessToken| {
+        FakeIdToken::new(claims.clone(), key, rs256.clone(), Some(at), None)
+            .unwrap()
+            .to_string()
+    };
+    match s.flaw {
+        Flaw::AlgNone => {
+            let header = URL_SAFE_NO_PAD.encode(br#"{"alg":"none","typ":"JWT"}"#);
+            let payload = URL_SAFE_NO_PAD.encode(serde_json::to_vec(&claims).unwrap());
+            format!("{header}.{payload}.")
+        }
+        Flaw::Hs256NotAllowed => FakeIdToken::new(
+            claims.clone(),
+            &CoreHmacKey::new(CLIENT_SECRET.as_bytes()),
+            CoreJwsSigningAlgorithm::HmacSha256,
+            Some(&at),
+            None,
+        )
+        .unwrap()
+        .to_string(),
+        Flaw::TamperedPayload => {
+            let signed = sign(&s.key, &at);
+            let parts: Vec<&str> = signed.split('.').collect();
+            let mut payload: Value =
+                serde_json::from_slice(&URL_SAFE_NO_PAD.decode(parts[1]).unwrap()).unwrap();
+            payload["sub"] = json!("admin");
+            let payload = URL_SAFE_NO_PAD.encode(serde_json::to_vec(&payload).unwrap());
+            format!("{}.{payload}.{}", parts[0], parts[2])
+        }
+        Flaw::BadSignatureSameKid => sign(&rsa_key(OTHER_KEY_PEM, KID), &at),
+        Flaw::UnknownKid => sign(&rsa_key(OTHER_KEY_PEM, "never-published"), &at),
+        Flaw::AtHashMismatch => sign(&s.key, &AccessToken::new("another-token".into())),
+        _ => sign(&s.key, &at),
+    }
+}
+
+/// A compact JWS over `claims`, signed RS256 by `pem` under `kid`.
+pub fn sign_jwt(claims: &Value, pem: &str, kid: &str, typ: &str) -> String {
+    let header = json!({ "alg": "RS256", "kid": kid, "typ": typ });
+    let b64 = |v: &Value| URL_SAFE_NO_PAD.encode(serde_json::to_vec(v).unwrap());
+    let input = format!("{}.{}", b64(&header), b64(claims));
+    let signature = rsa_key(pem, kid)
+        .sign(
+            &CoreJwsSigningAlgorithm::RsaSsaPkcs1V15Sha256,
+            input.as_bytes(),
+        )
+        .unwrap();
+    format!("{input}.{}", URL_SAFE_NO_PAD.encode(signature))
+}
+
+/// Starts the fake provider on a free port; returns its state and issuer.
+pub fn start_fake_op() -> (Arc<Mutex<FakeState>>, String) {
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let issuer = format!("http://127.0.0.1:{}", listener.local_addr().unwrap().port());
+    let state = web::Data::new(Mutex::new(FakeState {
+        flaw: Flaw::None,
+        issuer: issuer.clone(),
+        codes: HashMap::new(),
+        sid: format!("fake-sid-{}", support::random_string(8)),
+        key: rsa_key(KEY_PEM, KID),
+    }));
+    let shared = state.clone();
+    let server = HttpServer::new(move || {
+        actix_web::App::new()
+            .app_data(shared.clone())
+            .route(
+                "/.well-known/openid-configuration",
+                web::get().to(discovery),
+            )
+            .route("/jwks", web::get().to(jwks))
+            .route("/auth", web::get().to(authorize))
+            .route("/token", web::post().to(token))
+    })
+    .workers(1)
+    .listen(listener)
+    .unwrap()
+    .run();
+    actix_web::rt::spawn(server);
+    (state.into_inner(), issuer)
+}
+
+/// POSTs `token` to spa-bff's back-channel logout endpoint, as a provider does.
+pub async fn send_logout_token(b: &Browser, app: &TestApp, token: &str) -> Resp {
+    b.post_form(
+        &app.at("/backchannel-logout"),
+        &[("logout_token", token)],
+        &[],
+    )
+    .await
+}
+
+/// Spawns spa-bff against a fresh fake provider.
+pub async fn app_on_fake_op() -> (Arc<Mutex<FakeState>>, String, TestApp) {
+    let (fake, issuer) = start_fake_op();
+    let app = spawn_app_with(
+        AppOptions {
+            issuer: issuer.clone(),
+            client: Some(RegisteredClient {
+                client_id: CLIENT_ID.into(),
+                client_secret: CLIENT_SECRET.into(),
+                metadata: Value::Null,
+            }),
+            ..AppOptions::default()
+        },
+        support::shared_provider(),
+    )
+    .await;
+    (fake, issuer, app)
+}

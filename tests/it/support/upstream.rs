@@ -1,0 +1,252 @@
+//! The upstream API of the proxy tests: a real actix-web server on port 0 that
+//! records every request it receives and answers in ways a test can ask for
+//! (by path): echo, a stalled answer, `Set-Cookie`, a rejected token, a WebSocket
+//! echo, a streamed upload sink and a streamed download source.
+#![allow(dead_code)]
+
+use actix_web::{web, HttpRequest, HttpResponse, HttpServer};
+use std::net::TcpListener;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+/// One request as the upstream saw it.
+#[derive(Clone, Debug)]
+pub struct Seen {
+    pub method: String,
+    pub path: String,
+    pub query: String,
+    pub headers: Vec<(String, String)>,
+    pub body: Vec<u8>,
+}
+
+impl Seen {
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(k, _)| k == name)
+            .map(|(_, v)| v.as_str())
+    }
+
+    pub fn bearer(&self) -> Option<&str> {
+        self.header("authorization")?.strip_prefix("Bearer ")
+    }
+}
+
+pub struct Upstream {
+    pub url: String,
+    pub seen: Arc<Mutex<Vec<Seen>>>,
+}
+
+impl Upstream {
+    /// `GET /hang` sleeps 10 s; `/set-cookie` answers with a cookie; anything else
+    /// answers 201 with a body describing the request and a custom header.
+    pub fn start() -> Upstream {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let seen = Arc::new(Mutex::new(Vec::new()));
+        let recorded = seen.clone();
+        let server = HttpServer::new(move || {
+            let recorded = recorded.clone();
+            actix_web::App::new().default_service(web::to(
+                move |req: HttpRequest, body: web::Payload| {
+                    let recorded = recorded.clone();
+                    async move { upstream_handler(req, body, recorded).await }
+                },
+            ))
+        })
+        .workers(1)
+        .listen(listener)
+        .unwrap()
+        .run();
+        actix_web::rt::spawn(server);
+        Upstream {
+            url: format!("http://127.0.0.1:{port}"),
+            seen,
+        }
+    }
+
+    pub fn seen(&self) -> Vec<Seen> {
+        self.seen.lock().unwrap().clone()
+    }
+
+    pub fn last(&self) -> Seen {
+        self.seen()
+            .last()
+            .cloned()
+            .expect("the upstream saw a request")
+    }
+}
+
+async fn upstream_handler(
+    req: HttpRequest,
+    mut payload: web::Payload,
+    recorded: Arc<Mutex<Vec<Seen>>>,
+) -> HttpResponse {
+    use futures_util::StreamExt;
+    match req.path() {
+        // Counts a streamed upload without keeping it.
+        "/sink" => {
+            let mut total = 0usize;
+            while let Some(chunk) = payload.next().await {
+                match chunk {
+                    Ok(c) => total += c.len(),
+                    Err(e) => return HttpResponse::BadRequest().body(e.to_string()),
+                }
+            }
+            return HttpResponse::Ok().body(total.to_string());
+        }
+        // A WebSocket echo server (records its handshake).
+        "/ws" => {
+            recorded.lock().unwrap().push(Seen {
+                method: req.method().to_string(),
+                path: req.path().to_string(),
+                query: req.query_string().to_string(),
+                headers: req
+                    .headers()
+                    .iter()
+                    .map(|(k, v)| {
+                        (
+                            k.as_str().to_string(),
+                            String::from_utf8_lossy(v.as_bytes()).into_owned(),
+                        )
+                    })
+                    .collect(),
+                body: Vec::new(),
+            });
+            return ws_echo(&req, payload);
+        }
+        // Streams `n` bytes without a Content-Length (chunked).
+        "/source" => {
+            let n: usize = req
+                .query_string()
+                .trim_start_matches("n=")
+                .parse()
+                .unwrap_or(0);
+            return HttpResponse::Ok().streaming(zeros(n));
+        }
+        _ => {}
+    }
+    let mut body = Vec::new();
+    while let Some(Ok(chunk)) = payload.next().await {
+        body.extend_from_slice(&chunk);
+    }
+    let seen = Seen {
+        method: req.method().to_string(),
+        path: req.path().to_string(),
+        query: req.query_string().to_string(),
+        headers: req
+            .headers()
+            .iter()
+            .map(|(k, v)| {
+                (
+                    k.as_str().to_string(),
+                    String::from_utf8_lossy(v.as_bytes()).into_owned(),
+                )
+            })
+            .collect(),
+        body,
+    };
+    let first_picky_token = {
+        let mut all = recorded.lock().unwrap();
+        all.push(seen.clone());
+        all.iter()
+            .find(|s| s.path == "/picky")
+            .and_then(|s| s.bearer().map(String::from))
+    };
+    let invalid_token = || {
+        HttpResponse::Unauthorized()
+            .insert_header((
+                "www-authenticate",
+                "Bearer realm=\"api\", error=\"invalid_token\"",
+            ))
+            .body("rejected")
+    };
+    match seen.path.as_str() {
+        // Rejects the first token it ever saw, accepts any other.
+        "/picky" if seen.bearer().map(String::from) == first_picky_token => invalid_token(),
+        "/always-reject" => invalid_token(),
+        "/hang" => {
+            actix_web::rt::time::sleep(Duration::from_secs(10)).await;
+            HttpResponse::Ok().finish()
+        }
+        "/set-cookie" => HttpResponse::Ok()
+            .insert_header(("set-cookie", "upstream=1; Path=/"))
+            .body("cookie"),
+        _ => HttpResponse::Created()
+            .insert_header(("x-upstream", "yes"))
+            .insert_header(("content-type", "text/plain; charset=utf-8"))
+            .body(format!(
+                "{} {}?{} {} bytes",
+                seen.method,
+                seen.path,
+                seen.query,
+                seen.body.len()
+            )),
+    }
+}
+
+/// Answers a WebSocket handshake and echoes text and binary messages (pings get
+/// pongs, a close gets a close), parsing frames with actix-http's `Parser`.
+fn ws_echo(req: &HttpRequest, payload: web::Payload) -> HttpResponse {
+    use actix_http::ws::{hash_key, OpCode, Parser};
+    use futures_util::StreamExt;
+    let Some(key) = req.headers().get("sec-websocket-key") else {
+        return HttpResponse::BadRequest().finish();
+    };
+    let accept = hash_key(key.as_bytes());
+    let frames = futures_util::stream::unfold(
+        (payload, web::BytesMut::new(), false),
+        |(mut payload, mut buf, closed)| async move {
+            if closed {
+                return None;
+            }
+            loop {
+                match Parser::parse(&mut buf, true, 1 << 20) {
+                    Ok(Some((_, opcode, data))) => {
+                        let data = data.map(|d| d.freeze()).unwrap_or_default();
+                        let mut out = web::BytesMut::new();
+                        let closing = match opcode {
+                            OpCode::Text | OpCode::Binary => {
+                                Parser::write_message(&mut out, data, opcode, true, false);
+                                false
+                            }
+                            OpCode::Ping => {
+                                Parser::write_message(&mut out, data, OpCode::Pong, true, false);
+                                false
+                            }
+                            OpCode::Close => {
+                                Parser::write_close(&mut out, None, false);
+                                true
+                            }
+                            _ => continue,
+                        };
+                        let item = Ok::<_, std::io::Error>(out.freeze());
+                        return Some((item, (payload, buf, closing)));
+                    }
+                    Ok(None) => match payload.next().await {
+                        Some(Ok(chunk)) => buf.extend_from_slice(&chunk),
+                        _ => return None,
+                    },
+                    Err(_) => return None,
+                }
+            }
+        },
+    );
+    HttpResponse::SwitchingProtocols()
+        .upgrade("websocket")
+        .insert_header((
+            "sec-websocket-accept",
+            actix_web::http::header::HeaderValue::from_bytes(&accept).unwrap(),
+        ))
+        .streaming(frames)
+}
+
+/// `n` zero bytes as a stream of 64 KiB chunks, never all in memory.
+pub fn zeros(n: usize) -> impl futures_util::Stream<Item = Result<web::Bytes, std::io::Error>> {
+    static CHUNK: [u8; 65536] = [0; 65536];
+    let chunks = n.div_ceil(CHUNK.len());
+    futures_util::stream::iter((0..chunks).map(move |i| {
+        let len = (n - i * CHUNK.len()).min(CHUNK.len());
+        Ok(web::Bytes::from_static(&CHUNK[..len]))
+    }))
+}
