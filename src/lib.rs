@@ -9,6 +9,7 @@ pub mod config;
 pub mod csrf;
 pub mod error;
 pub mod oidc;
+pub mod paths;
 pub mod proxy;
 pub mod routes;
 pub mod secret;
