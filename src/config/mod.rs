@@ -49,9 +49,13 @@ pub const ENV_PREFIX: &str = "SPA_BFF__";
 
 #[derive(Debug, Clone)]
 pub struct Settings {
+    /// `[server]`.
     pub server: ServerSettings,
+    /// `[oidc]`.
     pub oidc: OidcSettings,
+    /// `[session]`.
     pub session: SessionSettings,
+    /// `[proxy]`.
     pub proxy: ProxySettings,
     /// `[[routes]]`: the only paths that reach an upstream (an allow-list).
     pub routes: Vec<RouteSettings>,

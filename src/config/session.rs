@@ -87,20 +87,7 @@ pub(super) fn read(r: &mut Reader<'_>) -> SessionSettings {
             "must not contain { or } (they delimit Redis Cluster hash tags)",
         );
     }
-    let configured_name = r
-        .string("session", "cookie_name")
-        .unwrap_or_else(|| "__Host-spa-bff".into());
-    if configured_name.is_empty()
-        || !configured_name
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b"-_.".contains(&b))
-    {
-        r.err(
-            "session",
-            "cookie_name",
-            "must be non-empty and use only letters, digits, '-', '_' and '.'",
-        );
-    }
+    let configured_name = read_cookie_name(r);
     let cookie_keys = read_cookie_keys(r);
     let idle_timeout = r.duration("session", "idle_timeout", "30m");
     let absolute_timeout = r.duration("session", "absolute_timeout", "12h");
@@ -111,18 +98,7 @@ pub(super) fn read(r: &mut Reader<'_>) -> SessionSettings {
             "must not be longer than absolute_timeout",
         );
     }
-    let same_site = match r.string("session", "same_site").as_deref() {
-        None | Some("lax") | Some("Lax") => SameSite::Lax,
-        Some("strict") | Some("Strict") => SameSite::Strict,
-        Some(other) => {
-            r.err(
-                "session",
-                "same_site",
-                format!("{other:?}: expected lax or strict (none would allow cross-site requests)"),
-            );
-            SameSite::Lax
-        }
-    };
+    let same_site = read_same_site(r);
     let insecure_cookies = r.bool("session", "insecure_cookies", false);
     let redis_timeout = r.duration("session", "redis_timeout", "2s");
     let cookie_name = match insecure_cookies {
@@ -142,6 +118,40 @@ pub(super) fn read(r: &mut Reader<'_>) -> SessionSettings {
         same_site,
         insecure_cookies,
         redis_timeout,
+    }
+}
+
+/// `session.cookie_name` as configured (`insecure_cookies` may drop its `__Host-`).
+fn read_cookie_name(r: &mut Reader<'_>) -> String {
+    let name = r
+        .string("session", "cookie_name")
+        .unwrap_or_else(|| "__Host-spa-bff".into());
+    if name.is_empty()
+        || !name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"-_.".contains(&b))
+    {
+        r.err(
+            "session",
+            "cookie_name",
+            "must be non-empty and use only letters, digits, '-', '_' and '.'",
+        );
+    }
+    name
+}
+
+fn read_same_site(r: &mut Reader<'_>) -> SameSite {
+    match r.string("session", "same_site").as_deref() {
+        None | Some("lax") | Some("Lax") => SameSite::Lax,
+        Some("strict") | Some("Strict") => SameSite::Strict,
+        Some(other) => {
+            r.err(
+                "session",
+                "same_site",
+                format!("{other:?}: expected lax or strict (none would allow cross-site requests)"),
+            );
+            SameSite::Lax
+        }
     }
 }
 

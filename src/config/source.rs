@@ -107,7 +107,6 @@ impl Source {
 }
 
 #[cfg(test)]
-#[cfg(test)]
 #[allow(clippy::result_large_err)] // figment::Jail's closures must return figment::Error
 mod tests {
     use super::super::tests::{minimal, KEY};
