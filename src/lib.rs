@@ -10,6 +10,7 @@ pub mod csrf;
 pub mod error;
 pub mod flows;
 pub mod oidc;
+pub mod paths;
 pub mod proxy;
 pub mod routes;
 pub mod secret;

@@ -30,10 +30,7 @@ enum Command {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    // Environment variables that are not valid Unicode are skipped, not a panic.
-    let env = std::env::vars_os()
-        .filter_map(|(k, v)| Some((k.into_string().ok()?, v.into_string().ok()?)));
-    let settings = match Settings::load(cli.config.as_deref(), env) {
+    let settings = match Settings::load(cli.config.as_deref()) {
         Ok(s) => s,
         Err(errors) => {
             eprintln!("spa-bff: invalid configuration:");

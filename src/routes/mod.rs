@@ -10,37 +10,27 @@ pub mod user;
 
 use crate::config::Settings;
 use crate::error::Error;
+use crate::paths;
 use actix_web::{web, HttpResponse};
 
-/// Paths owned by spa-bff: the SPA fallback never answers them or below them.
-pub const RESERVED_PATHS: &[&str] = &[
-    "/login",
-    "/callback",
-    "/user",
-    "/logout",
-    "/healthz",
-    "/readyz",
-    "/backchannel-logout",
-];
-
-/// The one route table: spa-bff's own paths, then the proxied `[[routes]]`, then
+/// The one route table: spa-bff's own paths ([`crate::paths`]), then the proxied `[[routes]]`, then
 /// the SPA's files.
 pub fn configure(settings: &Settings) -> impl FnOnce(&mut web::ServiceConfig) {
     let static_dir = settings.server.static_dir.clone();
     let routes = settings.routes.clone();
     move |cfg| {
-        cfg.service(get_only("/login", login::login))
-            .service(get_only("/callback", callback::callback))
-            .service(get_only("/user", user::user))
+        cfg.service(get_only(paths::LOGIN, login::login))
+            .service(get_only(paths::CALLBACK, callback::callback))
+            .service(get_only(paths::USER, user::user))
             .service(
-                web::resource("/logout")
+                web::resource(paths::LOGOUT)
                     .route(web::post().to(logout::logout))
                     .default_service(web::to(logout::wrong_method)),
             )
-            .service(get_only("/healthz", health::healthz))
-            .service(get_only("/readyz", health::readyz))
+            .service(get_only(paths::HEALTHZ, health::healthz))
+            .service(get_only(paths::READYZ, health::readyz))
             .service(
-                web::resource("/backchannel-logout")
+                web::resource(paths::BACKCHANNEL_LOGOUT)
                     .route(web::post().to(backchannel::backchannel_logout))
                     .default_service(web::to(|| async {
                         HttpResponse::from_error(Error::MethodNotAllowed(

@@ -1,7 +1,7 @@
 //! The SPA's static files, with `index.html` for client-side routes.
 
 use crate::error::Error;
-use crate::routes::RESERVED_PATHS;
+use crate::paths;
 use actix_files::{Files, NamedFile};
 use actix_web::dev::{fn_service, ServiceRequest, ServiceResponse};
 use actix_web::http::{header, Method};
@@ -49,11 +49,11 @@ async fn fallback(
             .and_then(|v| v.to_str().ok())
             .is_some_and(|a| a.contains("text/html"));
     let path = req.path();
-    let reserved = RESERVED_PATHS
+    let reserved = paths::RESERVED
         .iter()
         .copied()
         .chain(proxied.iter().map(String::as_str))
-        .any(|p| path == p || path.starts_with(&format!("{p}/")));
+        .any(|base| paths::is_under(path, base));
     if !is_page || reserved {
         return Ok(ServiceResponse::new(
             req,

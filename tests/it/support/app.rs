@@ -87,7 +87,7 @@ impl TestApp {
     }
 
     pub fn settings(&self) -> Settings {
-        Settings::from_toml_str(&self.settings_toml, Vec::new()).expect("valid test settings")
+        Settings::from_toml_str(&self.settings_toml).expect("valid test settings")
     }
 
     /// Starts another spa-bff with the same settings (same Redis, prefix and keys).
@@ -238,7 +238,7 @@ pub async fn spawn_app_with(opts: AppOptions, provider: &Provider) -> TestApp {
     };
     let prefix = format!("t{}:", support::random_string(6));
     let toml = settings_toml(&opts, &public_url, &prefix, &client);
-    let settings = Settings::from_toml_str(&toml, Vec::new()).expect("valid test settings");
+    let settings = Settings::from_toml_str(&toml).expect("valid test settings");
     let cookie_name = settings.session.cookie_name.clone();
     let app = App::build_with_listener(settings, listener).expect("build app");
     let handle = app.handle();

@@ -1,0 +1,308 @@
+//! `[[routes]]`: the allow-list of paths that reach an upstream. File only: the
+//! environment cannot describe an array of tables.
+
+use super::reader::Reader;
+use crate::paths;
+use std::time::Duration;
+use url::Url;
+
+/// Whether a route needs, accepts or never gets the user's access token.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TokenRequirement {
+    /// Without a session: 401. With one: `Authorization: Bearer`.
+    Required,
+    /// Without a session: forwarded without a token.
+    Optional,
+    /// Never attach a token (the session is not even read).
+    None,
+}
+
+/// One `[[routes]]` entry: requests under `prefix` go to `upstream`. Its keys come from
+/// the file only (no environment variable).
+#[derive(Debug, Clone)]
+pub struct RouteSettings {
+    /// `routes[].prefix`: e.g. `/api`; matches `/api` and `/api/...`, never `/apix`.
+    /// Required.
+    pub prefix: String,
+    /// `routes[].upstream`: base URL; the rest of the path is appended, the query kept.
+    /// Required.
+    pub upstream: Url,
+    /// `routes[].token`: `required` (default), `optional` or `none`.
+    pub token: TokenRequirement,
+    /// `routes[].strip_prefix` (default true): drop `prefix` before appending the path.
+    pub strip_prefix: bool,
+    /// `routes[].timeout` (default 30s): until the upstream's response headers arrive.
+    pub timeout: Duration,
+    /// `routes[].methods`: allowed methods (upper case); `None` allows all.
+    pub methods: Option<Vec<String>>,
+    /// `routes[].allow_set_cookie` (default false): pass the upstream's `Set-Cookie` on.
+    pub allow_set_cookie: bool,
+}
+
+/// Reads every `[[routes]]` entry (each with its own reader, section `routes[i]`, so its
+/// unknown keys are found too), then refuses overlapping prefixes.
+pub(super) fn read(r: &mut Reader<'_>) -> Vec<RouteSettings> {
+    let mut routes = Vec::new();
+    for (section, source) in r.entries("routes") {
+        let mut entry = Reader::entry(&source);
+        let route = read_route(&mut entry, &section);
+        entry.report_unknown_keys();
+        r.absorb(entry);
+        routes.extend(route);
+    }
+    for (i, a) in routes.iter().enumerate() {
+        for b in &routes[i + 1..] {
+            if paths::paths_overlap(&a.prefix, &b.prefix) {
+                r.problem(format!(
+                    "routes: prefixes {:?} and {:?} overlap (each request must match one route)",
+                    a.prefix, b.prefix
+                ));
+            }
+        }
+    }
+    routes
+}
+
+/// Reads one entry, named `section`; `None` when a required key is missing or unusable.
+pub(super) fn read_route(r: &mut Reader<'_>, section: &str) -> Option<RouteSettings> {
+    let prefix = r
+        .required(section, "prefix")
+        .and_then(|p| match prefix_problem(&p) {
+            Some(problem) => {
+                r.err(section, "prefix", format!("{p:?} {problem}"));
+                None
+            }
+            None => Some(p),
+        });
+    let upstream = r
+        .required(section, "upstream")
+        .and_then(|raw| match Url::parse(&raw) {
+            Ok(u) if is_upstream(&u) => Some(u),
+            Ok(_) => {
+                r.err(
+                    section,
+                    "upstream",
+                    format!(
+                        "{raw:?} must be an http(s) URL without query, fragment or credentials"
+                    ),
+                );
+                None
+            }
+            Err(e) => {
+                r.err(section, "upstream", format!("{raw:?} is not a URL ({e})"));
+                None
+            }
+        });
+    let token = match r.string(section, "token").as_deref() {
+        None | Some("required") => TokenRequirement::Required,
+        Some("optional") => TokenRequirement::Optional,
+        Some("none") => TokenRequirement::None,
+        Some(other) => {
+            r.err(
+                section,
+                "token",
+                format!("{other:?}: expected required, optional or none"),
+            );
+            TokenRequirement::Required
+        }
+    };
+    let strip_prefix = r.bool(section, "strip_prefix", true);
+    let timeout = r.duration(section, "timeout", "30s");
+    let methods = read_methods(r, section);
+    let allow_set_cookie = r.bool(section, "allow_set_cookie", false);
+    Some(RouteSettings {
+        prefix: prefix?,
+        upstream: upstream?,
+        token,
+        strip_prefix,
+        timeout,
+        methods,
+        allow_set_cookie,
+    })
+}
+
+/// `methods`: upper-cased, without duplicates; every bad name is reported.
+fn read_methods(r: &mut Reader<'_>, section: &str) -> Option<Vec<String>> {
+    let list = r.list(section, "methods")?;
+    if list.is_empty() {
+        r.err(
+            section,
+            "methods",
+            "must name at least one method (or be left out)",
+        );
+        return None;
+    }
+    let mut out = Vec::new();
+    for m in list {
+        let upper = m.to_ascii_uppercase();
+        if upper.is_empty()
+            || !upper
+                .bytes()
+                .all(|b| b.is_ascii_alphabetic() || b == b'-' || b == b'_')
+        {
+            r.err(section, "methods", format!("{m:?} is not an HTTP method"));
+        } else if !out.contains(&upper) {
+            out.push(upper);
+        }
+    }
+    Some(out)
+}
+
+/// An http(s) URL with a host, and no query, fragment or credentials.
+fn is_upstream(u: &Url) -> bool {
+    (u.scheme() == "https" || u.scheme() == "http")
+        && u.host().is_some()
+        && u.query().is_none()
+        && u.fragment().is_none()
+        && u.username().is_empty()
+        && u.password().is_none()
+}
+
+/// Why `prefix` cannot be a route prefix, if it cannot.
+fn prefix_problem(prefix: &str) -> Option<String> {
+    if !prefix.starts_with('/') {
+        return Some("must start with '/'".into());
+    }
+    if prefix == "/" {
+        return Some("would proxy everything, including spa-bff's own paths".into());
+    }
+    if prefix.ends_with('/') {
+        return Some("must not end with '/' (/api already covers /api/...)".into());
+    }
+    if !prefix
+        .bytes()
+        .all(|b| b.is_ascii_alphanumeric() || b"/-._~".contains(&b))
+    {
+        return Some("may only use letters, digits, '/', '-', '.', '_' and '~'".into());
+    }
+    if prefix
+        .split('/')
+        .skip(1)
+        .any(|seg| seg.is_empty() || seg == "." || seg == "..")
+    {
+        return Some("must not contain empty, '.' or '..' segments".into());
+    }
+    // Checked here rather than in checks.rs: spa-bff's paths are constants, not another
+    // section, and a route whose upstream is unusable still gets its prefix checked.
+    if let Some(own) = paths::RESERVED
+        .iter()
+        .find(|own| paths::paths_overlap(prefix, own))
+    {
+        return Some(format!("collides with spa-bff's own path {own}"));
+    }
+    None
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::tests::minimal;
+    use super::super::Settings;
+    use super::*;
+
+    #[test]
+    fn routes_and_proxy_get_the_documented_defaults() {
+        let text = format!(
+            "{}\n[[routes]]\nprefix = \"/api\"\nupstream = \"http://127.0.0.1:9000/v1\"\n",
+            minimal()
+        );
+        let s = Settings::from_toml_str(&text).unwrap();
+        assert_eq!(s.proxy.csrf_header, "X-CSRF");
+        assert_eq!(s.proxy.csrf_value, "1");
+        assert_eq!(s.proxy.refresh_skew, Duration::from_secs(30));
+        let r = &s.routes[0];
+        assert_eq!(r.prefix, "/api");
+        assert_eq!(r.upstream.as_str(), "http://127.0.0.1:9000/v1");
+        assert_eq!(r.token, TokenRequirement::Required);
+        assert!(r.strip_prefix);
+        assert!(!r.allow_set_cookie);
+        assert_eq!(r.timeout, Duration::from_secs(30));
+        assert_eq!(r.methods, None);
+    }
+
+    #[test]
+    fn every_route_problem_is_reported_with_its_index() {
+        let text = format!(
+            r#"{}
+[proxy]
+csrf_header = "Cookie"
+refresh_skew = "soon"
+colour = "blue"
+
+[[routes]]
+prefix = "/api"
+upstream = "http://127.0.0.1:9000"
+methods = ["get", "P O S T"]
+
+[[routes]]
+prefix = "/api/v2"
+upstream = "ftp://example.com"
+token = "sometimes"
+verbose = true
+
+[[routes]]
+prefix = "api"
+
+[[routes]]
+prefix = "/user/data"
+upstream = "https://u:p@example.com"
+
+[[routes]]
+prefix = "/x/../y"
+upstream = "http://example.com?q=1"
+"#,
+            minimal()
+        );
+        let errs = Settings::from_toml_str(&text).unwrap_err().0;
+        let all = errs.join("\n");
+        for needle in [
+            "proxy.csrf_header",
+            "proxy.refresh_skew",
+            "proxy.colour: unknown key",
+            "routes[0].methods: \"P O S T\" is not an HTTP method",
+            "routes[1].upstream",
+            "routes[1].token",
+            "routes[1].verbose: unknown key",
+            "routes[2].prefix: \"api\" must start with '/'",
+            "routes[2].upstream: is required",
+            "routes[3].prefix: \"/user/data\" collides with spa-bff's own path /user",
+            "routes[3].upstream",
+            "routes[4].prefix",
+            "routes[4].upstream",
+        ] {
+            assert!(all.contains(needle), "missing {needle:?} in:\n{all}");
+        }
+    }
+
+    #[test]
+    fn overlapping_route_prefixes_are_refused() {
+        let route = |p: &str| format!("[[routes]]\nprefix = \"{p}\"\nupstream = \"http://a\"\n");
+        let text = format!(
+            "{}\n{}{}{}",
+            minimal(),
+            route("/api"),
+            route("/api/admin"),
+            route("/apix")
+        );
+        let errs = Settings::from_toml_str(&text).unwrap_err().0;
+        assert_eq!(errs.len(), 1, "{errs:?}");
+        assert!(
+            errs[0].contains("\"/api\" and \"/api/admin\" overlap"),
+            "{errs:?}"
+        );
+        assert!(paths::paths_overlap("/api", "/api"));
+        assert!(!paths::paths_overlap("/api", "/apix"));
+    }
+
+    #[test]
+    fn a_route_entry_that_is_not_a_table_is_reported() {
+        let text = format!("routes = [\"/api\"]\n{}", minimal());
+        let errs = Settings::from_toml_str(&text).unwrap_err().0;
+        assert_eq!(errs, ["routes[0]: expected a table, got string"]);
+        let text = format!("routes = \"/api\"\n{}", minimal());
+        let errs = Settings::from_toml_str(&text).unwrap_err().0;
+        assert_eq!(
+            errs,
+            ["routes: expected an array of tables ([[routes]]), got string"]
+        );
+    }
+}
