@@ -6,6 +6,7 @@ mod backchannel;
 mod bench;
 mod demo_api;
 mod fake_op;
+mod layers;
 mod login;
 mod proxy;
 mod resilience;
