@@ -20,6 +20,26 @@ pub struct Seen {
 }
 
 impl Seen {
+    /// `req` as it arrived, with `body`.
+    pub fn of(req: &HttpRequest, body: Vec<u8>) -> Seen {
+        Seen {
+            method: req.method().to_string(),
+            path: req.path().to_string(),
+            query: req.query_string().to_string(),
+            headers: req
+                .headers()
+                .iter()
+                .map(|(k, v)| {
+                    (
+                        k.as_str().to_string(),
+                        String::from_utf8_lossy(v.as_bytes()).into_owned(),
+                    )
+                })
+                .collect(),
+            body,
+        }
+    }
+
     pub fn header(&self, name: &str) -> Option<&str> {
         self.headers
             .iter()
@@ -97,22 +117,7 @@ async fn upstream_handler(
         }
         // A WebSocket echo server (records its handshake).
         "/ws" => {
-            recorded.lock().unwrap().push(Seen {
-                method: req.method().to_string(),
-                path: req.path().to_string(),
-                query: req.query_string().to_string(),
-                headers: req
-                    .headers()
-                    .iter()
-                    .map(|(k, v)| {
-                        (
-                            k.as_str().to_string(),
-                            String::from_utf8_lossy(v.as_bytes()).into_owned(),
-                        )
-                    })
-                    .collect(),
-                body: Vec::new(),
-            });
+            recorded.lock().unwrap().push(Seen::of(&req, Vec::new()));
             return ws_echo(&req, payload);
         }
         // Streams `n` bytes without a Content-Length (chunked).
@@ -130,22 +135,7 @@ async fn upstream_handler(
     while let Some(Ok(chunk)) = payload.next().await {
         body.extend_from_slice(&chunk);
     }
-    let seen = Seen {
-        method: req.method().to_string(),
-        path: req.path().to_string(),
-        query: req.query_string().to_string(),
-        headers: req
-            .headers()
-            .iter()
-            .map(|(k, v)| {
-                (
-                    k.as_str().to_string(),
-                    String::from_utf8_lossy(v.as_bytes()).into_owned(),
-                )
-            })
-            .collect(),
-        body,
-    };
+    let seen = Seen::of(&req, body);
     let first_picky_token = {
         let mut all = recorded.lock().unwrap();
         all.push(seen.clone());
