@@ -27,11 +27,10 @@ pub struct Started {
 pub async fn start<S: Store>(
     deps: &Deps<'_, S>,
     return_to: Option<&str>,
-    now: UnixMs,
 ) -> Result<Started, Error> {
     let provider = deps.provider.get()?;
     let oidc = &deps.settings.oidc;
-    let auth = authorization_request(&provider, oidc, safe_return_to(return_to), now);
+    let auth = authorization_request(&provider, oidc, safe_return_to(return_to));
     deps.store
         .save_login(&auth.state, &auth.login, oidc.login_timeout)
         .await?;

@@ -359,7 +359,9 @@ impl Store for RedisStore {
         ttl: Duration,
     ) -> Result<(), Error> {
         let key = self.keys.login(state);
-        let plain = serde_json::to_vec(login).map_err(|e| Error::Internal(e.to_string()))?;
+        let plain = login
+            .encode()
+            .ok_or_else(|| Error::Internal("login state fields too long".into()))?;
         let blob = seal(state.as_bytes(), LOGIN_DOMAIN, &plain, key.as_bytes());
         let ttl_ms = ttl.as_millis() as u64;
         self.redis
@@ -386,7 +388,7 @@ impl Store for RedisStore {
             .await?;
         Ok(blob
             .and_then(|b| open(state.as_bytes(), LOGIN_DOMAIN, &b, key.as_bytes()))
-            .and_then(|p| serde_json::from_slice(&p).ok()))
+            .and_then(|p| LoginState::decode(&p)))
     }
 
     async fn mark_logout_token_used(&self, jti: &str, window: Duration) -> Result<bool, Error> {

@@ -309,6 +309,12 @@ async fn return_to_outside_the_origin_falls_back_to_root() {
         ("/%2F%2Fevil.example", "/"),
         ("/%5Cevil.example", "/"),
         ("%2F%2Fevil.example", "/"),
+        // Dot segments that resolve to `//host` (the callback used to answer
+        // `Location: //evil.example` for the first one).
+        ("/.//evil.example", "/"),
+        ("/a/..//evil.example", "/"),
+        ("/%2e/%2fevil.example", "/"),
+        ("/\t/evil.example", "/"),
     ] {
         let browser = Browser::new();
         let res = app.login(&browser, "dave", return_to).await;
@@ -486,4 +492,57 @@ async fn clicking_login_again_and_again_keeps_the_cookie_header_bounded() {
     }
     let callback = browser.provider_login(&last, "quinn").await;
     assert_eq!(browser.get(&app.local(&callback)).await.status, 302);
+}
+
+#[actix_web::test]
+async fn a_pending_login_costs_under_a_kilobyte_of_redis_even_with_the_longest_return_to() {
+    use spa_bff::oidc::login::MAX_RETURN_TO;
+    let app = spawn_app(AppOptions::default()).await;
+    let longest = format!("/{}", "a".repeat(MAX_RETURN_TO - 1));
+    let redis = redis::Client::open(support::shared_redis().url()).unwrap();
+    let mut c = redis.get_multiplexed_async_connection().await.unwrap();
+    for return_to in [
+        longest.clone(),
+        // Longer than the cap, raw or once percent-encoded: stored as `/`.
+        format!("/{}", "a".repeat(2040)),
+        format!("/{}", "\u{e9}".repeat(1000)),
+        format!("/{}", "%25".repeat(680)),
+    ] {
+        let browser = Browser::new();
+        app.start_login(&browser, &return_to).await;
+        let keys: Vec<String> = redis::cmd("KEYS")
+            .arg(format!("{}login:*", app.prefix))
+            .query_async(&mut c)
+            .await
+            .unwrap();
+        assert_eq!(keys.len(), 1, "{keys:?}");
+        let bytes: u64 = redis::cmd("MEMORY")
+            .arg("USAGE")
+            .arg(&keys[0])
+            .arg("SAMPLES")
+            .arg(0)
+            .query_async(&mut c)
+            .await
+            .unwrap();
+        eprintln!(
+            "pending login, returnTo of {} bytes: {bytes} bytes in Redis (key {} bytes)",
+            return_to.len(),
+            keys[0].len()
+        );
+        assert!(
+            bytes < 900,
+            "a pending login costs {bytes} bytes with a returnTo of {} bytes",
+            return_to.len()
+        );
+        let _: () = redis::cmd("DEL")
+            .arg(&keys[0])
+            .query_async(&mut c)
+            .await
+            .unwrap();
+    }
+    // The longest allowed returnTo still brings the user back.
+    let browser = Browser::new();
+    let res = app.login(&browser, "lena", &longest).await;
+    assert_eq!(res.status, 302, "{}", res.text());
+    assert_eq!(res.location(), Some(longest.as_str()));
 }
