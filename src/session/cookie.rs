@@ -195,6 +195,7 @@ mod tests {
             same_site: SameSite::Lax,
             insecure_cookies: insecure,
             redis_timeout: Duration::from_secs(1),
+            allow_cookie_without_host_prefix: false,
         }
     }
 
