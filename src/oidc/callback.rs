@@ -3,8 +3,9 @@
 //! and build the session record.
 //!
 //! openidconnect validates the ID token's signature (against the provider's JWKS,
-//! allowed algorithms only, never `none`), `iss`, `aud`, `azp`, `exp` and `nonce`.
-//! What it leaves to us, we check here: `iat` not in the future, `at_hash` when
+//! allowed algorithms only, never `none`), `iss`, `aud`, `exp` and `nonce`.
+//! What it leaves to us, we check here: `azp` (when present it must be our client
+//! id; several audiences need one), `iat` not in the future, `at_hash` when
 //! present, `token_type`, the RFC 9207 `iss` response parameter, and that userinfo
 //! speaks about the same `sub`.
 
@@ -225,6 +226,22 @@ fn check_id_token(
             }
         });
     let claims = id_token.claims(&verifier, nonce)?;
+    // OpenID Connect Core 3.1.3.7 steps 4-5, which openidconnect leaves undone: an
+    // `azp` must name us, and several audiences need one.
+    match claims.authorized_party() {
+        Some(azp) if **azp != **provider.client.client_id() => {
+            return Err(ClaimsVerificationError::InvalidAudience(format!(
+                "azp names another client ({})",
+                truncate(azp, 100)
+            )));
+        }
+        None if claims.audiences().len() > 1 => {
+            return Err(ClaimsVerificationError::InvalidAudience(
+                "several audiences and no azp".into(),
+            ));
+        }
+        _ => {}
+    }
     if let Some(expected) = claims.access_token_hash() {
         let other = |e: &dyn std::fmt::Display| ClaimsVerificationError::Other(e.to_string());
         let alg = id_token.signing_alg().map_err(|e| other(&e))?;

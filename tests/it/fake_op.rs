@@ -30,6 +30,7 @@ async fn every_flawed_provider_answer_is_refused_and_creates_no_session() {
         (Flaw::BadSignatureSameKid, 400, "invalid_id_token"),
         (Flaw::UnknownKid, 400, "invalid_id_token"),
         (Flaw::AtHashMismatch, 400, "invalid_id_token"),
+        (Flaw::ForeignAzp, 400, "invalid_id_token"),
         (Flaw::NotBearer, 400, "invalid_token_response"),
         (Flaw::NoIdToken, 400, "invalid_token_response"),
         (Flaw::MixUpIssParameter, 400, "issuer_mismatch"),
@@ -74,6 +75,27 @@ async fn every_flawed_provider_answer_is_refused_and_creates_no_session() {
             "{flaw:?}: only the control login made a session"
         );
     }
+}
+
+#[actix_web::test]
+async fn an_id_token_with_string_timestamps_and_booleans_as_auth0_sends_them_logs_in() {
+    let (fake, _issuer, app) = app_on_fake_op().await;
+    fake.lock().unwrap().flaw = Flaw::StringTypedClaims;
+    let browser = Browser::new();
+    let authorize = app.start_login(&browser, "/after").await;
+    let callback = browser.get(&authorize).await;
+    let res = browser
+        .get_with(
+            &app.local(callback.location().unwrap()),
+            &[("accept", "application/json")],
+        )
+        .await;
+    assert_eq!(res.status, 302, "{}", res.text());
+    assert_eq!(res.location(), Some("/after"));
+    let claims = app.user(&browser).await.json()["claims"].clone();
+    assert_eq!(claims["updated_at"], "2024-01-01T00:00:00.000Z", "{claims}");
+    assert_eq!(claims["email_verified"], "true", "{claims}");
+    assert_eq!(claims["email"], "fake@example.test", "{claims}");
 }
 
 #[actix_web::test]

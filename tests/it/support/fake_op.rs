@@ -16,6 +16,7 @@ use openidconnect::{
     AccessToken, AdditionalClaims, IdToken, IdTokenClaims, JsonWebKeyId, PrivateSigningKey,
 };
 use serde_json::{json, Value};
+use sha2::{Digest, Sha256};
 use std::collections::HashMap;
 use std::net::TcpListener;
 use std::sync::{Arc, Mutex};
@@ -57,6 +58,11 @@ pub enum Flaw {
     MissingIssParameter,
     InvalidGrant,
     TokenEndpointDown,
+    /// `azp` present and naming another client (with our client the only audience).
+    ForeignAzp,
+    /// Not a flaw but a quirk widely used providers have (Auth0 with `profile` and
+    /// `email`): `updated_at` as an ISO-8601 string, `email_verified` as `"true"`.
+    StringTypedClaims,
 }
 
 pub struct FakeState {
@@ -178,6 +184,17 @@ fn id_token(s: &FakeState, nonce: &str, access_token: &str) -> String {
             claims["exp"] = json!(t + 7200);
         }
         Flaw::WrongNonce => claims["nonce"] = json!("not-the-nonce"),
+        Flaw::ForeignAzp => claims["azp"] = json!("another-client"),
+        Flaw::StringTypedClaims => {
+            claims["updated_at"] = json!("2024-01-01T00:00:00.000Z");
+            claims["email"] = json!("fake@example.test");
+            claims["email_verified"] = json!("true");
+            // openidconnect's own claim types would write them back as a number and a
+            // boolean: sign the JSON as it is.
+            let digest = Sha256::digest(access_token.as_bytes());
+            claims["at_hash"] = json!(URL_SAFE_NO_PAD.encode(&digest[..16]));
+            return sign_jwt(&claims, KEY_PEM, KID, "JWT");
+        }
         _ => {}
     }
     let claims: IdTokenClaims<SidClaim, CoreGenderClaim> =
