@@ -274,23 +274,19 @@ async fn userinfo(
     sub: &str,
 ) -> Option<Map<String, Value>> {
     let endpoint = provider.metadata.userinfo_endpoint()?;
-    let mut res = http
-        .client()
-        .get(endpoint.as_str())
-        .insert_header(("Authorization", format!("Bearer {access_token}")))
-        .insert_header(("Accept", "application/json"))
-        .send()
+    let res = http
+        .get_with_bearer(endpoint.as_str(), access_token)
         .await
-        .map_err(|e| tracing::debug!("userinfo unreachable: {e}"))
+        .map_err(|e| tracing::warn!("userinfo unavailable; using ID token claims only: {e}"))
         .ok()?;
-    if !res.status().is_success() {
+    if !res.status.is_success() {
         tracing::debug!(
-            status = res.status().as_u16(),
+            status = res.status.as_u16(),
             "userinfo refused the access token; using ID token claims only"
         );
         return None;
     }
-    let info: Map<String, Value> = res.json().limit(256 * 1024).await.ok()?;
+    let info: Map<String, Value> = serde_json::from_slice(&res.body).ok()?;
     if info.get("sub").and_then(Value::as_str) != Some(sub) {
         tracing::warn!("userinfo answered for another subject; ignoring it");
         return None;
