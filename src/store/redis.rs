@@ -11,13 +11,13 @@
 
 use super::connection::RedisHandle;
 use super::keys::{Keys, LOGIN_DOMAIN};
-use super::{LoadedSession, LogoutScope, RefreshLock, Store, UpdateOutcome};
+use super::{EndOutcome, LoadedSession, LogoutScope, RefreshLock, Store, UpdateOutcome};
 use crate::error::Error;
 use crate::session::crypto::{open, random_token, seal};
 use crate::session::{ExpiryPolicy, LoginState, SessionRecord, SessionRef};
 use crate::time::UnixMs;
 use redis::Script;
-use std::sync::LazyLock;
+use std::sync::{Arc, LazyLock};
 use std::time::Duration;
 
 /// Moves `seen` forward and re-arms the TTL, only if the session still exists.
@@ -48,6 +48,18 @@ static UPDATE: LazyLock<Script> = LazyLock::new(|| {
     )
 });
 
+/// Deletes the session only if `ver` is still the one the caller read.
+/// 1: deleted, 0: someone else rewrote it first, -1: the session is gone.
+static END_IF_UNCHANGED: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(
+        r"if redis.call('EXISTS', KEYS[1]) == 0 then return -1 end
+          local ver = redis.call('HGET', KEYS[1], 'ver') or '0'
+          if ver ~= ARGV[1] then return 0 end
+          redis.call('DEL', KEYS[1])
+          return 1",
+    )
+});
+
 /// Deletes a lock only if it still holds the caller's token.
 static UNLOCK: LazyLock<Script> = LazyLock::new(|| {
     Script::new(
@@ -58,8 +70,11 @@ static UNLOCK: LazyLock<Script> = LazyLock::new(|| {
     )
 });
 
+/// Cheap to clone: clones share one connection (a background save outlives the
+/// request that started it).
+#[derive(Clone)]
 pub struct RedisStore {
-    redis: RedisHandle,
+    redis: Arc<RedisHandle>,
     keys: Keys,
     expiry: ExpiryPolicy,
 }
@@ -67,10 +82,24 @@ pub struct RedisStore {
 impl RedisStore {
     pub fn new(redis: RedisHandle, prefix: impl Into<String>, expiry: ExpiryPolicy) -> Self {
         Self {
-            redis,
+            redis: Arc::new(redis),
             keys: Keys::new(prefix),
             expiry,
         }
+    }
+
+    /// Removes a session's storage id from its index sets.
+    async fn unindex(&self, id: &str, record: &SessionRecord) -> Result<(), Error> {
+        let indexes = self.index_keys(record);
+        self.redis
+            .run(|mut c| async move {
+                let mut pipe = redis::pipe();
+                for index in &indexes {
+                    pipe.cmd("SREM").arg(index).arg(id).ignore();
+                }
+                pipe.query_async::<()>(&mut c).await
+            })
+            .await
     }
 
     /// The index sets `record` belongs to: its user's, and its provider session's.
@@ -284,6 +313,33 @@ impl Store for RedisStore {
                 pipe.query_async::<()>(&mut c).await
             })
             .await
+    }
+
+    async fn end_session_if_unchanged(&self, session: &LoadedSession) -> Result<EndOutcome, Error> {
+        let id = session.reference.storage_id();
+        let key = self.keys.session(&id);
+        let expected = session.version;
+        let outcome = self
+            .redis
+            .run(|mut c| async move {
+                END_IF_UNCHANGED
+                    .key(&key)
+                    .arg(expected)
+                    .invoke_async::<i64>(&mut c)
+                    .await
+            })
+            .await?;
+        Ok(match outcome {
+            1 => {
+                // The index sets live in other Cluster slots; a stale entry is harmless.
+                if let Err(e) = self.unindex(&id, &session.record).await {
+                    tracing::warn!("ended session left in its index sets: {e}");
+                }
+                EndOutcome::Ended
+            }
+            0 => EndOutcome::Changed,
+            _ => EndOutcome::Gone,
+        })
     }
 
     async fn delete_session(&self, reference: &SessionRef) -> Result<(), Error> {

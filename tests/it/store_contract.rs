@@ -6,7 +6,7 @@
 
 use spa_bff::secret::Sensitive;
 use spa_bff::session::{ExpiryPolicy, LoginState, SessionRecord, SessionRef, Tokens};
-use spa_bff::store::{LogoutScope, RedisHandle, RedisStore, Store, UpdateOutcome};
+use spa_bff::store::{EndOutcome, LogoutScope, RedisHandle, RedisStore, Store, UpdateOutcome};
 use spa_bff::time::{now_ms, UnixMs};
 use std::time::Duration;
 
@@ -54,6 +54,10 @@ macro_rules! store_contract {
             #[actix_web::test]
             async fn an_update_is_a_compare_and_set_on_the_version() {
                 checks::update_is_compare_and_set(&$factory(long_lived()).await).await;
+            }
+            #[actix_web::test]
+            async fn ending_a_session_if_unchanged_is_a_compare_and_delete_on_the_version() {
+                checks::end_if_unchanged_is_compare_and_delete(&$factory(long_lived()).await).await;
             }
             #[actix_web::test]
             async fn ending_a_session_removes_it_and_its_index_entries() {
@@ -191,6 +195,49 @@ pub mod checks {
         assert_eq!(
             store.update_session(&stored, &newer).await.unwrap(),
             UpdateOutcome::Gone
+        );
+    }
+
+    pub async fn end_if_unchanged_is_compare_and_delete(store: &impl Store) {
+        let now = now_ms();
+        let reference = store
+            .create_session(&record("ivy", Some("sid-i")), now)
+            .await
+            .unwrap();
+        let read = store.load_session(&reference, now).await.unwrap().unwrap();
+        // Someone saves newer tokens after we read: ending is refused, the session stays.
+        let other = store.load_session(&reference, now).await.unwrap().unwrap();
+        let mut newer = other.record.clone();
+        newer.tokens.refresh_token = Some(Sensitive::new("rt-newer"));
+        assert_eq!(
+            store.update_session(&other, &newer).await.unwrap(),
+            UpdateOutcome::Updated
+        );
+        assert_eq!(
+            store.end_session_if_unchanged(&read).await.unwrap(),
+            EndOutcome::Changed
+        );
+        let stored = store.load_session(&reference, now).await.unwrap().unwrap();
+        assert_eq!(
+            stored.record.tokens.refresh_token,
+            Some(Sensitive::new("rt-newer"))
+        );
+        // As read: ended, with its index entries.
+        assert_eq!(
+            store.end_session_if_unchanged(&stored).await.unwrap(),
+            EndOutcome::Ended
+        );
+        assert!(store.load_session(&reference, now).await.unwrap().is_none());
+        assert_eq!(
+            store
+                .end_sessions_of(LogoutScope::ProviderSession("sid-i"))
+                .await
+                .unwrap(),
+            0
+        );
+        assert_eq!(
+            store.end_session_if_unchanged(&stored).await.unwrap(),
+            EndOutcome::Gone
         );
     }
 
