@@ -196,7 +196,7 @@ async fn verify_id_token(
         // A key id we do not know: the provider may have rotated its keys.
         Err(ClaimsVerificationError::SignatureVerification(
             SignatureVerificationError::NoMatchingKey,
-        )) => match providers.refresh_jwks(http).await? {
+        )) => match providers.refresh_jwks(http, &provider).await? {
             Some(p) => check_id_token(&p, id_token, tokens, &nonce, now),
             None => Err(ClaimsVerificationError::SignatureVerification(
                 SignatureVerificationError::NoMatchingKey,
