@@ -139,6 +139,9 @@ pub trait Store {
     /// was already recorded within `window` (a replay).
     async fn mark_logout_token_used(&self, jti: &str, window: Duration) -> Result<bool, Error>;
 
+    /// Whether the back-channel logout token `jti` was recorded as used.
+    async fn logout_token_used(&self, jti: &str) -> Result<bool, Error>;
+
     /// Whether the store answers right now.
     async fn ping(&self) -> Result<(), Error>;
 }

@@ -451,6 +451,15 @@ impl Store for RedisStore {
         self.set_nx(&self.keys.logout_token(jti), "1", window).await
     }
 
+    async fn logout_token_used(&self, jti: &str) -> Result<bool, Error> {
+        let key = self.keys.logout_token(jti);
+        let exists: i64 = self
+            .redis
+            .run(|mut c| async move { redis::cmd("EXISTS").arg(&key).query_async(&mut c).await })
+            .await?;
+        Ok(exists == 1)
+    }
+
     async fn ping(&self) -> Result<(), Error> {
         self.redis.ping().await
     }

@@ -3,10 +3,10 @@
 //! body that stalls, a slow `invalid_grant`) and the real provider with a Redis that
 //! stops accepting writes at the right moment.
 
-use crate::support::app::{stored_record, AppOptions, TestApp};
+use crate::support::app::{spawn_app_with, stored_record, AppOptions, TestApp};
 use crate::support::fake_op::*;
 use crate::support::upstream::Upstream;
-use crate::support::{self, Browser, Resp};
+use crate::support::{self, Browser, Provider, ProviderOptions, RedisServer, Resp};
 use futures_util::future::join_all;
 use spa_bff::secret::Sensitive;
 use spa_bff::session::{CookieCodec, SessionRef};
@@ -166,4 +166,187 @@ async fn save_tokens(app: &TestApp, browser: &Browser, access: &str, refresh: &s
         .query_async(&mut c)
         .await
         .unwrap();
+}
+
+#[actix_web::test]
+async fn an_answer_for_a_session_that_ended_meanwhile_is_revoked() {
+    let upstream = Upstream::start();
+    let (fake, app) = always_refreshing(&upstream, |_| {}).await;
+    let browser = fake_login(&app).await;
+    fake.lock().unwrap().refresh_delay = Duration::from_millis(1000);
+    let (res, ()) = tokio::join!(api(&browser, &app, "/api/a"), async {
+        support::eventually(Duration::from_secs(5), "the refresh started", || async {
+            (calls(&fake, "/token refresh_token") == 1).then_some(())
+        })
+        .await;
+        // The user logs out in another tab while the provider answers.
+        let out = browser
+            .request("POST", &app.at("/logout"), &[CSRF], Vec::new())
+            .await;
+        assert_eq!(out.status, 200, "{}", out.text());
+    });
+    assert_eq!(res.status, 401, "{}", res.text());
+    let issued = fake.lock().unwrap().issued_refresh_tokens.clone();
+    assert_eq!(issued.len(), 1);
+    support::eventually(
+        Duration::from_secs(5),
+        "the refresh token nobody will use is revoked",
+        || async {
+            let revoked = fake.lock().unwrap().revoked.clone();
+            revoked.contains(&issued[0]).then_some(())
+        },
+    )
+    .await;
+}
+
+// ---------------------------------------------------------------------------------------
+// The real provider (rotation with reuse detection) and a Redis that stops taking writes.
+
+/// A provider whose access tokens live 3 s, and spa-bff (on `redis`) refreshing 1 s
+/// before expiry, with `/api` routed to `upstream`.
+async fn short_lived_on(redis: &RedisServer, upstream: &Upstream) -> (Provider, TestApp) {
+    let provider = Provider::start(ProviderOptions {
+        access_token_ttl_secs: 3,
+        ..ProviderOptions::default()
+    });
+    let app = spawn_app_with(
+        AppOptions {
+            issuer: provider.issuer(),
+            redis_url: redis.url(),
+            extra_toml: format!(
+                "[proxy]\nrefresh_skew = \"1s\"\n[[routes]]\nprefix = \"/api\"\nupstream = \"{}\"\n",
+                upstream.url
+            ),
+            ..AppOptions::default()
+        },
+        &provider,
+    )
+    .await;
+    (provider, app)
+}
+
+async fn redis_admin(redis: &RedisServer, args: &[&str]) {
+    let client = redis::Client::open(redis.url()).unwrap();
+    let mut c = client.get_multiplexed_async_connection().await.unwrap();
+    let mut cmd = redis::cmd(args[0]);
+    for a in &args[1..] {
+        cmd.arg(*a);
+    }
+    let _: redis::Value = cmd.query_async(&mut c).await.unwrap();
+}
+
+async fn refresh_successes(provider: &Provider) -> u64 {
+    provider.stats().await["refresh_success"]
+        .as_u64()
+        .unwrap_or(0)
+}
+
+#[actix_web::test]
+async fn refreshed_tokens_survive_a_redis_that_refuses_the_save_and_the_session_goes_on_with_them()
+{
+    let redis = RedisServer::start();
+    let upstream = Upstream::start();
+    let (provider, app) = short_lived_on(&redis, &upstream).await;
+    let user = format!("sam-{}", support::random_string(4));
+    let browser = Browser::new();
+    assert_eq!(app.login(&browser, &user, "/").await.status, 302);
+    assert_eq!(api(&browser, &app, "/api/a").await.status, 201);
+    let first = upstream.last().bearer().unwrap().to_string();
+    actix_web::rt::time::sleep(Duration::from_millis(2300)).await;
+
+    // The provider rotates the refresh token, and while its answer is on the way,
+    // Redis runs out of memory: every write is refused (reads still work).
+    provider.delay_token_answers("refresh_token", 1500, 1).await;
+    let (res, ()) = tokio::join!(api(&browser, &app, "/api/b"), async {
+        support::eventually(Duration::from_secs(5), "the provider refreshed", || async {
+            (refresh_successes(&provider).await == 1).then_some(())
+        })
+        .await;
+        redis_admin(&redis, &["CONFIG", "SET", "maxmemory-policy", "noeviction"]).await;
+        redis_admin(&redis, &["CONFIG", "SET", "maxmemory", "1"]).await;
+    });
+    assert_eq!(
+        res.status,
+        201,
+        "served with the new tokens: {}",
+        res.text()
+    );
+    let second = upstream.last().bearer().unwrap().to_string();
+    assert_ne!(second, first);
+
+    // Redis still refuses writes: the session goes on with the kept tokens.
+    assert_eq!(api(&browser, &app, "/api/c").await.status, 201);
+    assert_eq!(upstream.last().bearer(), Some(second.as_str()));
+    assert_eq!(refresh_successes(&provider).await, 1);
+
+    // Redis takes writes again: the kept tokens are saved, exactly those the provider
+    // issued last.
+    redis_admin(&redis, &["CONFIG", "SET", "maxmemory", "0"]).await;
+    let usable = provider.usable_refresh_tokens(&user).await;
+    assert_eq!(usable.len(), 1, "{usable:?}");
+    support::eventually(Duration::from_secs(10), "the kept tokens saved", || async {
+        let stored = stored_record(&app, &browser).await;
+        (stored.tokens.refresh_token.as_ref().map(Sensitive::expose) == Some(usable[0].as_str()))
+            .then_some(())
+    })
+    .await;
+
+    // The next expiry refreshes with them: no reuse, the grant is alive.
+    actix_web::rt::time::sleep(Duration::from_millis(2300)).await;
+    let res = api(&browser, &app, "/api/d").await;
+    assert_eq!(res.status, 201, "{}", res.text());
+    let stats = provider.stats().await;
+    assert_eq!(stats["refresh_success"], 2, "{stats}");
+    assert_eq!(stats["refresh_error"], 0, "{stats}");
+    assert_eq!(provider.usable_refresh_tokens(&user).await.len(), 1);
+}
+
+#[actix_web::test]
+async fn a_conflicting_save_keeps_the_new_tokens_when_the_store_still_holds_the_spent_ones() {
+    let redis = RedisServer::start();
+    let upstream = Upstream::start();
+    let (provider, app) = short_lived_on(&redis, &upstream).await;
+    let user = format!("cleo-{}", support::random_string(4));
+    let browser = Browser::new();
+    assert_eq!(app.login(&browser, &user, "/").await.status, 302);
+    assert_eq!(api(&browser, &app, "/api/a").await.status, 201);
+    let first = upstream.last().bearer().unwrap().to_string();
+    actix_web::rt::time::sleep(Duration::from_millis(2300)).await;
+
+    // While the provider's answer is on the way, something rewrites the session
+    // (its version moves) without touching the tokens.
+    provider.delay_token_answers("refresh_token", 1000, 1).await;
+    let reference = reference_of(&app, &browser);
+    let key = Keys::new(&app.prefix).session(&reference.storage_id());
+    let (res, ()) = tokio::join!(api(&browser, &app, "/api/b"), async {
+        support::eventually(Duration::from_secs(5), "the provider refreshed", || async {
+            (refresh_successes(&provider).await == 1).then_some(())
+        })
+        .await;
+        redis_admin(&redis, &["HINCRBY", &key, "ver", "1"]).await;
+    });
+    assert_eq!(res.status, 201, "{}", res.text());
+    assert_ne!(
+        upstream.last().bearer().unwrap(),
+        first,
+        "the new token was used"
+    );
+    let usable = provider.usable_refresh_tokens(&user).await;
+    let stored = stored_record(&app, &browser).await;
+    assert_eq!(
+        stored.tokens.refresh_token.as_ref().map(Sensitive::expose),
+        usable.first().map(String::as_str),
+        "the store holds the refresh token the provider issued last"
+    );
+    actix_web::rt::time::sleep(Duration::from_millis(2300)).await;
+    assert_eq!(api(&browser, &app, "/api/c").await.status, 201);
+    let stats = provider.stats().await;
+    assert_eq!(
+        (
+            stats["refresh_success"].as_u64(),
+            stats["refresh_error"].as_u64()
+        ),
+        (Some(2), Some(0)),
+        "{stats}"
+    );
 }

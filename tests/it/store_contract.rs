@@ -375,7 +375,10 @@ pub mod checks {
 
     pub async fn logout_token_replay(store: &impl Store) {
         let window = Duration::from_secs(60);
+        assert!(!store.logout_token_used("jti-1").await.unwrap());
         assert!(store.mark_logout_token_used("jti-1", window).await.unwrap());
+        assert!(store.logout_token_used("jti-1").await.unwrap());
+        assert!(!store.logout_token_used("jti-2").await.unwrap());
         assert!(!store.mark_logout_token_used("jti-1", window).await.unwrap());
         assert!(store.mark_logout_token_used("jti-2", window).await.unwrap());
         let short = Duration::from_millis(200);

@@ -100,6 +100,10 @@ pub struct FakeState {
     pub stalls: HashMap<Endpoint, usize>,
     /// Requests seen, by path and grant type (`/token refresh_token`).
     pub calls: HashMap<String, usize>,
+    /// Refresh tokens issued by refresh grants, oldest first.
+    pub issued_refresh_tokens: Vec<String>,
+    /// Tokens revoked at its RFC 7009 endpoint.
+    pub revoked: Vec<String>,
     pub issuer: String,
     /// code -> nonce
     pub codes: HashMap<String, String>,
@@ -158,6 +162,7 @@ async fn discovery(state: web::Data<Mutex<FakeState>>) -> HttpResponse {
         "token_endpoint": format!("{issuer}/token"),
         "jwks_uri": format!("{issuer}/jwks"),
         "userinfo_endpoint": format!("{issuer}/userinfo"),
+        "revocation_endpoint": format!("{issuer}/revoke"),
         "response_types_supported": ["code"],
         "subject_types_supported": ["public"],
         "id_token_signing_alg_values_supported": ["RS256"],
@@ -200,6 +205,17 @@ async fn userinfo(state: web::Data<Mutex<FakeState>>) -> HttpResponse {
     HttpResponse::Ok().json(json!({ "sub": "fake-user", "email": "fake@example.test" }))
 }
 
+/// RFC 7009: records the token (any client authentication is accepted).
+async fn revoke(
+    form: web::Form<HashMap<String, String>>,
+    state: web::Data<Mutex<FakeState>>,
+) -> HttpResponse {
+    if let Some(token) = form.get("token") {
+        state.lock().unwrap().revoked.push(token.clone());
+    }
+    HttpResponse::Ok().finish()
+}
+
 /// The refresh grant: new tokens, or the configured misbehaviour.
 async fn refresh(
     form: &HashMap<String, String>,
@@ -225,12 +241,14 @@ async fn refresh(
             if !form.contains_key("refresh_token") {
                 return HttpResponse::BadRequest().json(json!({ "error": "invalid_request" }));
             }
-            let s = state.lock().unwrap();
+            let mut s = state.lock().unwrap();
+            let refresh_token = format!("fake-rt-{}", support::random_string(16));
+            s.issued_refresh_tokens.push(refresh_token.clone());
             HttpResponse::Ok().json(json!({
                 "access_token": format!("fake-at-{}", support::random_string(16)),
                 "token_type": "Bearer",
                 "expires_in": s.expires_in,
-                "refresh_token": format!("fake-rt-{}", support::random_string(16)),
+                "refresh_token": refresh_token,
             }))
         }
     }
@@ -378,6 +396,8 @@ pub fn start_fake_op() -> (Arc<Mutex<FakeState>>, String) {
         expires_in: 300,
         stalls: HashMap::new(),
         calls: HashMap::new(),
+        issued_refresh_tokens: Vec::new(),
+        revoked: Vec::new(),
         issuer: issuer.clone(),
         codes: HashMap::new(),
         sid: format!("fake-sid-{}", support::random_string(8)),
@@ -395,6 +415,7 @@ pub fn start_fake_op() -> (Arc<Mutex<FakeState>>, String) {
             .route("/auth", web::get().to(authorize))
             .route("/token", web::post().to(token))
             .route("/userinfo", web::get().to(userinfo))
+            .route("/revoke", web::post().to(revoke))
     })
     .workers(1)
     .listen(listener)
