@@ -287,3 +287,45 @@ async fn concurrent_logins_after_a_key_rotation_share_one_jwks_fetch() {
     assert_eq!(calls(&fake, "/jwks") - jwks_before, 1, "one fetch for both");
     assert_eq!(app.user(&b).await.status, 200);
 }
+
+#[actix_web::test]
+async fn a_back_channel_logout_whose_deletion_failed_succeeds_when_the_provider_retries() {
+    let redis = crate::support::RedisServer::start();
+    let (fake, issuer, app) = app_on_fake_op_with(
+        AppOptions {
+            redis_url: redis.url(),
+            ..AppOptions::default()
+        },
+        |_| {},
+    )
+    .await;
+    let browser = fake_login(&app).await;
+    let sid = fake.lock().unwrap().sid.clone();
+    let claims = json!({
+        "iss": issuer, "aud": CLIENT_ID, "iat": now(), "jti": support::random_string(8),
+        "sid": sid, "events": { "http://schemas.openid.net/event/backchannel-logout": {} },
+    });
+    let token = sign_jwt(&claims, KEY_PEM, KID, "logout+jwt");
+
+    // Redis takes no writes for longer than redis_timeout (1 s): the deletion fails.
+    let client = redis::Client::open(redis.url()).unwrap();
+    let mut admin = client.get_multiplexed_async_connection().await.unwrap();
+    let _: () = redis::cmd("CLIENT")
+        .arg("PAUSE")
+        .arg(2000)
+        .arg("WRITE")
+        .query_async(&mut admin)
+        .await
+        .unwrap();
+    let b = Browser::new();
+    let res = send_logout_token(&b, &app, &token).await;
+    assert_eq!(res.status, 503, "{}", res.text());
+    actix_web::rt::time::sleep(std::time::Duration::from_millis(2200)).await;
+
+    // The provider retries the same logout token: it is not a replay.
+    let retry = send_logout_token(&b, &app, &token).await;
+    assert_eq!(retry.status, 200, "{}", retry.text());
+    assert_eq!(app.user(&browser).await.status, 401, "the session ended");
+    let replay = send_logout_token(&b, &app, &token).await;
+    assert_eq!(replay.status, 400, "once it succeeded, the jti is used");
+}

@@ -543,3 +543,58 @@ async fn a_pending_login_costs_under_a_kilobyte_of_redis_even_with_the_longest_r
     assert_eq!(res.status, 302, "{}", res.text());
     assert_eq!(res.location(), Some(longest.as_str()));
 }
+
+#[actix_web::test]
+async fn logging_in_as_someone_else_revokes_the_replaced_sessions_refresh_token() {
+    let app = spawn_app(AppOptions::default()).await;
+    let op = support::shared_provider();
+    let browser = Browser::new();
+    let first_user = format!("uri-{}", support::random_string(4));
+    assert_eq!(app.login(&browser, &first_user, "/").await.status, 302);
+    let replaced = stored_record(&app, &browser).await;
+    let replaced_rt = replaced.tokens.refresh_token.clone().unwrap();
+    assert!(support::flow::is_active(op, &app.client, replaced_rt.expose()).await);
+
+    // A shared computer: the provider session ends (its cookie is gone), the next
+    // person logs in from the same browser.
+    browser.remove_cookie(&op.issuer(), "_session");
+    let second_user = format!("vic-{}", support::random_string(4));
+    assert_eq!(app.login(&browser, &second_user, "/").await.status, 302);
+    assert_eq!(
+        app.user(&browser).await.json()["claims"]["sub"],
+        second_user.as_str()
+    );
+
+    // Asked of the provider, for a token nobody used again (rotation is not the reason).
+    support::eventually(
+        std::time::Duration::from_secs(5),
+        "the replaced session's refresh token revoked",
+        || async {
+            let active = support::flow::is_active(op, &app.client, replaced_rt.expose()).await;
+            (!active).then_some(())
+        },
+    )
+    .await;
+    let current = stored_record(&app, &browser).await;
+    let current_rt = current.tokens.refresh_token.unwrap();
+    assert!(
+        support::flow::is_active(op, &app.client, current_rt.expose()).await,
+        "the new session's refresh token is untouched"
+    );
+}
+
+#[actix_web::test]
+async fn logging_in_again_in_the_same_provider_session_keeps_the_new_session_refreshable() {
+    // The provider issues both logins under one grant; revoking the replaced refresh
+    // token would revoke the new one too (node-oidc-provider revokes per grant).
+    let app = spawn_app(AppOptions::default()).await;
+    let op = support::shared_provider();
+    let browser = Browser::new();
+    let user = format!("wes-{}", support::random_string(4));
+    assert_eq!(app.login(&browser, &user, "/").await.status, 302);
+    assert_eq!(app.login(&browser, &user, "/").await.status, 302);
+    actix_web::rt::time::sleep(std::time::Duration::from_millis(300)).await;
+    let current = stored_record(&app, &browser).await;
+    let rt = current.tokens.refresh_token.unwrap();
+    assert!(support::flow::is_active(op, &app.client, rt.expose()).await);
+}
