@@ -197,8 +197,8 @@ impl<S: Store + Clone + 'static> Refresher<'_, S> {
                 result
             }
             Refreshed::Kept(session) => {
-                self.spawn_background_save(session.clone(), lock);
-                Ok(*session)
+                self.spawn_background_save(&session, lock);
+                Ok(session)
             }
         }
     }
@@ -241,7 +241,7 @@ impl<S: Store + Clone + 'static> Refresher<'_, S> {
             tokens: new_tokens,
         };
         match save_kept(self.store, &session, &kept).await {
-            Saved::Saved(fresh) => {
+            SaveOutcome::Saved(fresh) => {
                 tracing::info!(
                     session = %short,
                     elapsed_ms = started.elapsed().as_millis() as u64,
@@ -249,21 +249,21 @@ impl<S: Store + Clone + 'static> Refresher<'_, S> {
                 );
                 done(Ok(fresh))
             }
-            Saved::Superseded(stored) => {
+            SaveOutcome::Superseded(stored) => {
                 tracing::warn!(session = %short, "another refresh saved newer tokens first; ours are dropped");
                 done(Ok(stored))
             }
-            Saved::Gone => {
+            SaveOutcome::Gone => {
                 tracing::info!(session = %short, "session ended during its refresh; revoking the new refresh token");
                 self.revoke_in_background(&kept.tokens);
                 done(Err(Error::Unauthenticated))
             }
-            Saved::NotYet(e) => {
+            SaveOutcome::NotYet(e) => {
                 tracing::warn!(session = %short, "refreshed tokens not saved yet ({e}); keeping them and retrying");
                 self.flights.keep(&id, kept.clone());
                 let mut session = session;
                 session.record.tokens = kept.tokens;
-                Refreshed::Kept(Box::new(session))
+                Refreshed::Kept(session)
             }
         }
     }
@@ -295,16 +295,16 @@ impl<S: Store + Clone + 'static> Refresher<'_, S> {
             return Ok(session);
         };
         match save_kept(self.store, &session, &kept).await {
-            Saved::Saved(s) | Saved::Superseded(s) => {
+            SaveOutcome::Saved(s) | SaveOutcome::Superseded(s) => {
                 self.flights.forget_kept(&id, &kept);
                 Ok(s)
             }
-            Saved::Gone => {
+            SaveOutcome::Gone => {
                 self.flights.forget_kept(&id, &kept);
                 self.revoke_in_background(&kept.tokens);
                 Err(Error::Unauthenticated)
             }
-            Saved::NotYet(_) => {
+            SaveOutcome::NotYet(_) => {
                 session.record.tokens = kept.tokens;
                 Ok(session)
             }
@@ -326,7 +326,7 @@ impl<S: Store + Clone + 'static> Refresher<'_, S> {
     /// Retries saving the kept tokens of `session` with backoff until the store
     /// takes them, someone else's newer tokens or the session's end make them moot,
     /// or the session would have expired anyway; then releases the refresh lock.
-    fn spawn_background_save(&self, session: Box<LoadedSession>, lock: RefreshLock) {
+    fn spawn_background_save(&self, session: &LoadedSession, lock: RefreshLock) {
         let store = self.store.clone();
         let flights = Arc::clone(self.flights);
         let providers = Arc::clone(self.provider);
@@ -358,17 +358,17 @@ impl<S: Store + Clone + 'static> Refresher<'_, S> {
                     Err(_) => continue,
                 };
                 match save_kept(&store, &session, &kept).await {
-                    Saved::Saved(_) | Saved::Superseded(_) => {
+                    SaveOutcome::Saved(_) | SaveOutcome::Superseded(_) => {
                         flights.forget_kept(&id, &kept);
                         tracing::info!(session = %&id[..8], "kept tokens saved");
                         break;
                     }
-                    Saved::Gone => {
+                    SaveOutcome::Gone => {
                         flights.forget_kept(&id, &kept);
                         revoke = kept.tokens.refresh_token.clone();
                         break;
                     }
-                    Saved::NotYet(_) => continue,
+                    SaveOutcome::NotYet(_) => continue,
                 }
             }
             store.unlock_refresh(lock).await;
@@ -385,7 +385,7 @@ enum Refreshed {
     Done(Result<LoadedSession, Error>),
     /// New tokens the store has not taken yet: serve with them, keep the lock for
     /// the background save.
-    Kept(Box<LoadedSession>),
+    Kept(LoadedSession),
 }
 
 /// Tokens the provider issued for a session, and the ones they replace.
@@ -398,7 +398,7 @@ pub struct Kept {
 }
 
 /// What [`save_kept`] did.
-enum Saved {
+enum SaveOutcome {
     Saved(LoadedSession),
     /// The store holds newer tokens than ours (someone else refreshed): ours are
     /// dropped and the stored session is returned.
@@ -437,36 +437,36 @@ pub fn decide(stored: &Tokens, kept: &Kept) -> Decision {
 
 /// Saves `kept` into `session` with a compare-and-set, re-reading once after a
 /// conflict and deciding by content ([`decide`]).
-async fn save_kept<S: Store>(store: &S, session: &LoadedSession, kept: &Kept) -> Saved {
+async fn save_kept<S: Store>(store: &S, session: &LoadedSession, kept: &Kept) -> SaveOutcome {
     let mut current = session.clone();
     for _ in 0..2 {
         match decide(&current.record.tokens, kept) {
             Decision::Ours => {}
-            Decision::AlreadySaved => return Saved::Saved(current),
-            Decision::Newer => return Saved::Superseded(current),
+            Decision::AlreadySaved => return SaveOutcome::Saved(current),
+            Decision::Newer => return SaveOutcome::Superseded(current),
         }
         let mut record = current.record.clone();
         record.tokens = kept.tokens.clone();
         match store.update_session(&current, &record).await {
             Ok(UpdateOutcome::Updated) => {
-                return Saved::Saved(LoadedSession {
+                return SaveOutcome::Saved(LoadedSession {
                     record,
                     version: current.version + 1,
                     ..current
                 })
             }
-            Ok(UpdateOutcome::Gone) => return Saved::Gone,
+            Ok(UpdateOutcome::Gone) => return SaveOutcome::Gone,
             Ok(UpdateOutcome::Conflict) => {
                 match store.load_session(&current.reference, now_ms()).await {
                     Ok(Some(s)) => current = s,
-                    Ok(None) => return Saved::Gone,
-                    Err(e) => return Saved::NotYet(e),
+                    Ok(None) => return SaveOutcome::Gone,
+                    Err(e) => return SaveOutcome::NotYet(e),
                 }
             }
-            Err(e) => return Saved::NotYet(e),
+            Err(e) => return SaveOutcome::NotYet(e),
         }
     }
-    Saved::NotYet(Error::StoreUnavailable(
+    SaveOutcome::NotYet(Error::StoreUnavailable(
         "the session kept changing during the save".into(),
     ))
 }
