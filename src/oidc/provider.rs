@@ -3,7 +3,8 @@
 //! Discovery retries with capped exponential backoff until the provider answers
 //! (`/readyz` is 503 meanwhile), so spa-bff can start before its provider. The
 //! JWKS is cached with the metadata and fetched again when a token names a key id
-//! we do not know (key rotation), at most once per [`JWKS_REFRESH_MIN_INTERVAL`].
+//! we do not know (key rotation), at most once per [`JWKS_REFRESH_MIN_INTERVAL`];
+//! callers that find a fetch under way wait for it and use the keys it installed.
 
 use crate::config::{ClientAuth, Settings};
 use crate::error::Error;
