@@ -32,8 +32,8 @@ pub struct OidcSettings {
     /// `oidc.auth_params` (`SPA_BFF__OIDC__AUTH_PARAMS__<NAME>`): extra authorize
     /// parameters (`audience`, `resource`, `prompt`...); not the ones spa-bff sets.
     pub auth_params: BTreeMap<String, String>,
-    /// `oidc.http_timeout` (`SPA_BFF__OIDC__HTTP_TIMEOUT`): timeout of each request to
-    /// the provider (default 10s).
+    /// `oidc.http_timeout` (`SPA_BFF__OIDC__HTTP_TIMEOUT`): the deadline of each call to
+    /// the provider, response head and whole body together (default 10s).
     pub http_timeout: Duration,
     /// `oidc.login_timeout` (`SPA_BFF__OIDC__LOGIN_TIMEOUT`): how long a started login
     /// may take (default 10m).

@@ -371,6 +371,12 @@ impl<S: Store + Clone + 'static> Refresher<'_, S> {
                     SaveOutcome::NotYet(_) => continue,
                 }
             }
+            if now_ms() >= until {
+                // The session has expired by now: nothing left to save them into.
+                if let Some(kept) = flights.kept(&id) {
+                    flights.forget_kept(&id, &kept);
+                }
+            }
             store.unlock_refresh(lock).await;
             if let (Some(token), Ok(provider)) = (revoke, providers.get()) {
                 revoke_refresh_token(&provider, &http, &oidc, token.expose()).await;

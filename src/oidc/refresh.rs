@@ -7,6 +7,10 @@
 //! expiry). The refreshed ID
 //! token, when one comes back, is not used: the login's ID token stays the
 //! `id_token_hint` for logout and the claims do not change.
+//!
+//! A failure is judged by what the provider actually sent ([`RefreshError`]): any
+//! 4xx, an OAuth error or a bare status, refuses the grant (the session ends); no
+//! answer, a timeout, 5xx, 408 and 429 are an outage (503, the session is kept).
 
 use crate::oidc::http::{server_error_as_unavailable, HttpError, OidcHttp};
 use crate::oidc::provider::{error_chain, Provider};
