@@ -140,15 +140,22 @@ impl Error {
             Error::Internal(detail) => {
                 tracing::error!(error.code = self.code(), detail = %detail, "internal error")
             }
-            Error::Login(e) => {
-                let detail = match e {
-                    LoginError::CodeRejected(d)
-                    | LoginError::InvalidTokenResponse(d)
-                    | LoginError::InvalidIdToken(d) => d.as_str(),
-                    _ => "",
-                };
-                tracing::info!(error.code = self.code(), detail, "login failed: {e}")
+            // The provider's answer broke the login (a misconfiguration or a provider
+            // quirk an operator must see): WARN with the reason. A user's stale link
+            // or cancelled consent: INFO.
+            Error::Login(
+                e @ (LoginError::CodeRejected(detail)
+                | LoginError::InvalidTokenResponse(detail)
+                | LoginError::InvalidIdToken(detail)),
+            ) => tracing::warn!(
+                error.code = self.code(),
+                detail = %detail,
+                "login failed on the provider's answer: {e}"
+            ),
+            Error::Login(e @ LoginError::IssuerMismatch) => {
+                tracing::warn!(error.code = self.code(), "login failed: {e}")
             }
+            Error::Login(e) => tracing::info!(error.code = self.code(), "login failed: {e}"),
             Error::InvalidLogoutToken(detail) => {
                 tracing::warn!(error.code = self.code(), detail = %detail, "back-channel logout refused")
             }

@@ -96,6 +96,7 @@ impl AppState {
             provider: &self.provider,
             http: &self.http,
             flights: &self.flights,
+            oidc: &self.settings.oidc,
             policy: RefreshPolicy::new(&self.settings),
         }
     }

@@ -22,7 +22,7 @@ pub(super) fn check(s: &Sections<'_>) -> Vec<String> {
         cookies_suit_public_url(server, s.session, &mut problems);
     }
     if let Some(oidc) = s.oidc {
-        refresh_lock_outlives_a_provider_call(oidc, s.proxy, &mut problems);
+        refresh_lock_outlives_a_refresh(oidc, s.session, s.proxy, &mut problems);
     }
     problems
 }
@@ -44,14 +44,28 @@ fn cookies_suit_public_url(
     }
 }
 
-/// A refresh (one provider call) must finish while its lock is held.
-fn refresh_lock_outlives_a_provider_call(
+/// The Redis commands one refresh may issue while it holds the lock, each bounded by
+/// `session.redis_timeout`: reading the session again (a read, and an activity write),
+/// saving it (a compare-and-set), and after a conflicting save, reading and saving
+/// once more (see `flows::refresh`).
+pub const REFRESH_REDIS_COMMANDS: u32 = 6;
+
+/// A refresh must finish while its lock is held: otherwise another instance may take
+/// the lock and redeem the same refresh token, and a rotating provider then revokes
+/// the grant. Its worst case is one provider call (`oidc.http_timeout`, head and body)
+/// plus [`REFRESH_REDIS_COMMANDS`] Redis commands.
+fn refresh_lock_outlives_a_refresh(
     oidc: &OidcSettings,
+    session: &SessionSettings,
     proxy: &ProxySettings,
     problems: &mut Vec<String>,
 ) {
-    if proxy.refresh_lock_ttl <= oidc.http_timeout {
-        problems.push("proxy.refresh_lock_ttl: must be longer than oidc.http_timeout (a refresh must finish while its lock is held)".into());
+    let worst = oidc.http_timeout + session.redis_timeout * REFRESH_REDIS_COMMANDS;
+    if proxy.refresh_lock_ttl <= worst {
+        problems.push(format!(
+            "proxy.refresh_lock_ttl: must be longer than one refresh can take: oidc.http_timeout + {REFRESH_REDIS_COMMANDS} x session.redis_timeout = {} (a refresh must finish while its lock is held)",
+            humantime::format_duration(worst)
+        ));
     }
 }
 
@@ -111,14 +125,27 @@ mod tests {
     }
 
     #[test]
-    fn refresh_lock_must_outlast_the_provider_timeout() {
+    fn refresh_lock_must_outlast_the_provider_deadline_and_the_redis_commands_of_a_refresh() {
+        // Defaults: 10s + 6 x 2s = 22s.
         let lock = |ttl: &str| format!("[proxy]\nrefresh_lock_ttl = \"{ttl}\"\n[oidc]");
-        assert!(problems_with(&[("[oidc]", &lock("11s"))]).is_empty());
-        for ttl in ["10s", "5s"] {
+        assert!(problems_with(&[]).is_empty(), "the defaults fit");
+        assert!(problems_with(&[("[oidc]", &lock("23s"))]).is_empty());
+        for ttl in ["22s", "15s", "11s", "5s"] {
             let problems = problems_with(&[("[oidc]", &lock(ttl))]);
             assert_eq!(problems.len(), 1, "{problems:?}");
-            assert!(problems[0]
-                .starts_with("proxy.refresh_lock_ttl: must be longer than oidc.http_timeout"));
+            assert!(
+                problems[0].starts_with(
+                    "proxy.refresh_lock_ttl: must be longer than one refresh can take: oidc.http_timeout + 6 x session.redis_timeout = 22s"
+                ),
+                "{problems:?}"
+            );
         }
+        // A slower Redis needs a longer lock.
+        let slow_redis = ("[session]", "[session]\nredis_timeout = \"5s\"");
+        assert_eq!(
+            problems_with(&[slow_redis, ("[oidc]", &lock("35s"))]).len(),
+            1
+        );
+        assert!(problems_with(&[slow_redis, ("[oidc]", &lock("41s"))]).is_empty());
     }
 }

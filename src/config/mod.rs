@@ -31,7 +31,7 @@ mod session;
 mod source;
 mod values;
 
-pub use oidc::{ClientAuth, OidcSettings};
+pub use oidc::{is_allowed_provider_url, ClientAuth, OidcSettings};
 pub use proxy::ProxySettings;
 pub use reader::KeyKind;
 pub use routes::{RouteSettings, TokenRequirement};

@@ -32,8 +32,8 @@ pub struct OidcSettings {
     /// `oidc.auth_params` (`SPA_BFF__OIDC__AUTH_PARAMS__<NAME>`): extra authorize
     /// parameters (`audience`, `resource`, `prompt`...); not the ones spa-bff sets.
     pub auth_params: BTreeMap<String, String>,
-    /// `oidc.http_timeout` (`SPA_BFF__OIDC__HTTP_TIMEOUT`): timeout of each request to
-    /// the provider (default 10s).
+    /// `oidc.http_timeout` (`SPA_BFF__OIDC__HTTP_TIMEOUT`): the deadline of each call to
+    /// the provider, response head and whole body together (default 10s).
     pub http_timeout: Duration,
     /// `oidc.login_timeout` (`SPA_BFF__OIDC__LOGIN_TIMEOUT`): how long a started login
     /// may take (default 10m).
@@ -53,14 +53,19 @@ const RESERVED_AUTH_PARAMS: &[&str] = &[
     "response_mode",
 ];
 
+/// Whether spa-bff may talk to the provider at `url`: https, or plain http on this
+/// machine only (the rule for `oidc.issuer`, and for every endpoint the provider's
+/// metadata names, revocation included).
+pub fn is_allowed_provider_url(url: &Url) -> bool {
+    url.scheme() == "https" || (url.scheme() == "http" && is_loopback_host(url))
+}
+
 /// Reads `[oidc]`; `None` when a required key is missing or unusable (recorded).
 pub(super) fn read(r: &mut Reader<'_>) -> Option<OidcSettings> {
     let issuer = r
         .required("oidc", "issuer")
         .and_then(|raw| match Url::parse(&raw) {
-            Ok(u) if u.scheme() == "https" || (u.scheme() == "http" && is_loopback_host(&u)) => {
-                Some(raw)
-            }
+            Ok(u) if is_allowed_provider_url(&u) => Some(raw),
             Ok(_) => {
                 r.err(
                     "oidc",

@@ -18,7 +18,9 @@ pub struct ProxySettings {
     pub refresh_skew: Duration,
     /// `proxy.refresh_lock_ttl` (`SPA_BFF__PROXY__REFRESH_LOCK_TTL`): how long one
     /// instance may hold a session's refresh lock (a crashed holder blocks the session's
-    /// refresh at most this long; default 15s). Must exceed `oidc.http_timeout`.
+    /// refresh at most this long; default 30s). Must exceed the worst case of one
+    /// refresh: `oidc.http_timeout` plus the Redis commands of a refresh (see
+    /// `config::checks`).
     pub refresh_lock_ttl: Duration,
 }
 
@@ -68,6 +70,6 @@ pub(super) fn read(r: &mut Reader<'_>) -> ProxySettings {
         csrf_header,
         csrf_value,
         refresh_skew: r.duration("proxy", "refresh_skew", "30s"),
-        refresh_lock_ttl: r.duration("proxy", "refresh_lock_ttl", "15s"),
+        refresh_lock_ttl: r.duration("proxy", "refresh_lock_ttl", "30s"),
     }
 }

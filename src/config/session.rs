@@ -62,6 +62,11 @@ pub struct SessionSettings {
     /// `session.redis_timeout` (`SPA_BFF__SESSION__REDIS_TIMEOUT`): bound on every Redis
     /// command (default 2s).
     pub redis_timeout: Duration,
+    /// `session.allow_cookie_without_host_prefix`
+    /// (`SPA_BFF__SESSION__ALLOW_COOKIE_WITHOUT_HOST_PREFIX`): accept a `cookie_name`
+    /// without `__Host-` in secure mode (default false: such a name is refused, since
+    /// without the prefix a sibling subdomain can set or shadow the session cookie).
+    pub allow_cookie_without_host_prefix: bool,
 }
 
 /// Reads `[session]`. Problems are recorded; the settings returned then hold stand-ins.
@@ -101,6 +106,18 @@ pub(super) fn read(r: &mut Reader<'_>) -> SessionSettings {
     let same_site = read_same_site(r);
     let insecure_cookies = r.bool("session", "insecure_cookies", false);
     let redis_timeout = r.duration("session", "redis_timeout", "2s");
+    let allow_cookie_without_host_prefix =
+        r.bool("session", "allow_cookie_without_host_prefix", false);
+    if !insecure_cookies
+        && !allow_cookie_without_host_prefix
+        && !configured_name.starts_with("__Host-")
+    {
+        r.err(
+            "session",
+            "cookie_name",
+            "must start with __Host- (the browser then refuses the cookie from another subdomain, over http, or with a Domain); set session.allow_cookie_without_host_prefix = true to accept a name without it",
+        );
+    }
     let cookie_name = match insecure_cookies {
         true => configured_name
             .strip_prefix("__Host-")
@@ -118,6 +135,7 @@ pub(super) fn read(r: &mut Reader<'_>) -> SessionSettings {
         same_site,
         insecure_cookies,
         redis_timeout,
+        allow_cookie_without_host_prefix,
     }
 }
 
@@ -216,5 +234,34 @@ mod tests {
         let http = minimal().replace("https://app.example.com", "http://127.0.0.1:8080");
         let errs = Settings::from_toml_str(&http).unwrap_err().0;
         assert!(errs[0].contains("Secure cookies"), "{errs:?}");
+    }
+
+    #[test]
+    fn secure_mode_refuses_a_cookie_name_without_the_host_prefix_unless_allowed() {
+        let plain = minimal().replace("[session]", "[session]\ncookie_name = \"sid\"");
+        let errs = Settings::from_toml_str(&plain).unwrap_err().0;
+        assert_eq!(errs.len(), 1, "{errs:?}");
+        assert!(
+            errs[0].starts_with("session.cookie_name: must start with __Host-"),
+            "{errs:?}"
+        );
+        let allowed = plain.replace(
+            "[session]",
+            "[session]\nallow_cookie_without_host_prefix = true",
+        );
+        assert_eq!(
+            Settings::from_toml_str(&allowed)
+                .unwrap()
+                .session
+                .cookie_name,
+            "sid"
+        );
+        let prefixed = minimal().replace("[session]", "[session]\ncookie_name = \"__Host-app\"");
+        assert!(Settings::from_toml_str(&prefixed).is_ok());
+        // Local development (http, no Secure) cannot use the prefix at all.
+        let local = plain
+            .replace("https://app.example.com", "http://127.0.0.1:8080")
+            .replace("[session]", "[session]\ninsecure_cookies = true");
+        assert!(Settings::from_toml_str(&local).is_ok());
     }
 }

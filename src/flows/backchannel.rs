@@ -1,7 +1,9 @@
 //! OpenID Connect Back-Channel Logout: the provider tells spa-bff, server to
 //! server, that one of its sessions (or users) logged out. A verified logout token
-//! is used once (its `jti` is remembered for twice the token's maximum age), then
-//! every session of that provider session, or of that user, ends.
+//! is used once: every session of that provider session, or of that user, ends,
+//! and only then is its `jti` recorded (for twice the token's maximum age). Were it
+//! recorded first, a deletion that failed (Redis away: 503) would turn the
+//! provider's retry into a "replay" and the sessions would live on.
 
 use super::Deps;
 use crate::error::Error;
@@ -18,12 +20,7 @@ pub async fn logout<S: Store>(
     let client_id = &deps.settings.oidc.client_id;
     let claims =
         verify_logout_token(deps.provider, deps.http, client_id, logout_token, now_secs).await?;
-    let window = Duration::from_secs(2 * MAX_AGE_SECS);
-    if !deps
-        .store
-        .mark_logout_token_used(&claims.jti, window)
-        .await?
-    {
+    if deps.store.logout_token_used(&claims.jti).await? {
         return Err(Error::InvalidLogoutToken("jti already used".into()));
     }
     let scope = match (claims.sid.as_deref(), claims.sub.as_deref()) {
@@ -32,6 +29,12 @@ pub async fn logout<S: Store>(
         (None, None) => return Ok(0), // verify_logout_token requires one of them
     };
     let ended = deps.store.end_sessions_of(scope).await?;
+    // A concurrent delivery of the same token may have recorded it meanwhile: the
+    // sessions are ended either way.
+    let window = Duration::from_secs(2 * MAX_AGE_SECS);
+    deps.store
+        .mark_logout_token_used(&claims.jti, window)
+        .await?;
     tracing::info!(sessions = ended, "back-channel logout");
     Ok(ended)
 }

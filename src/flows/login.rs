@@ -3,14 +3,16 @@
 //! browser started (one-time state, bound to the browser by its login cookie),
 //! redeems the code, and saves a NEW session.
 //!
-//! A login always creates a fresh session reference (no fixation) and replaces
-//! whatever session the browser had before.
+//! A login always creates a fresh session reference (no fixation) and ends
+//! whatever session the browser had before, revoking that session's refresh token
+//! unless it may belong to the new session's grant (see [`end_replaced`]).
 
 use super::Deps;
 use crate::error::{Error, LoginError};
 use crate::oidc::callback::{complete_login, AuthorizationResponse};
 use crate::oidc::login::{authorization_request, safe_return_to};
-use crate::session::SessionRef;
+use crate::oidc::logout::revoke_refresh_token;
+use crate::session::{SessionRecord, SessionRef};
 use crate::store::Store;
 use crate::time::UnixMs;
 use url::Url;
@@ -27,11 +29,10 @@ pub struct Started {
 pub async fn start<S: Store>(
     deps: &Deps<'_, S>,
     return_to: Option<&str>,
-    now: UnixMs,
 ) -> Result<Started, Error> {
     let provider = deps.provider.get()?;
     let oidc = &deps.settings.oidc;
-    let auth = authorization_request(&provider, oidc, safe_return_to(return_to), now);
+    let auth = authorization_request(&provider, oidc, safe_return_to(return_to));
     deps.store
         .save_login(&auth.state, &auth.login, oidc.login_timeout)
         .await?;
@@ -78,9 +79,40 @@ pub async fn finish<S: Store>(
     let return_to = login.return_to.clone();
     let record = complete_login(deps.provider, deps.http, callback.response, login, now).await?;
     if let Some(old) = &callback.replaces {
-        deps.store.delete_session(old).await?;
+        end_replaced(deps, old, &record, now).await?;
     }
     let session = deps.store.create_session(&record, now).await?;
     tracing::info!(session = %&session.storage_id()[..8], "login completed");
     Ok(Finished { session, return_to })
+}
+
+/// Ends the session a login replaces, and revokes its refresh token at the provider
+/// (in the background) so the replaced grant is worthless: on a shared computer the
+/// next user's login must not leave the previous user's tokens alive.
+///
+/// Not when the replaced session has the same user and the same provider session
+/// (`sub` and `sid`, or no `sid` at all) as the new one: the provider then usually
+/// issued both under one grant, and providers that revoke per grant
+/// (node-oidc-provider, Keycloak's client sessions) would revoke the new tokens too.
+async fn end_replaced<S: Store>(
+    deps: &Deps<'_, S>,
+    old: &SessionRef,
+    new: &SessionRecord,
+    now: UnixMs,
+) -> Result<(), Error> {
+    let Some(replaced) = deps.store.load_session(old, now).await? else {
+        // Expired, or not readable any more: nothing to revoke, delete what is left.
+        return deps.store.delete_session(old).await;
+    };
+    deps.store.end_session(&replaced).await?;
+    let same_grant = replaced.record.sub == new.sub && replaced.record.sid == new.sid;
+    let token = replaced.record.tokens.refresh_token;
+    if let (false, Some(token), Ok(provider)) = (same_grant, token, deps.provider.get()) {
+        let http = deps.http.clone();
+        let oidc = deps.settings.oidc.clone();
+        actix_web::rt::spawn(async move {
+            revoke_refresh_token(&provider, &http, &oidc, token.expose()).await
+        });
+    }
+    Ok(())
 }

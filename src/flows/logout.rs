@@ -66,9 +66,10 @@ pub async fn end<S: Store>(
     );
     if let (Some(p), Some(rt)) = (provider, tokens.and_then(|t| t.refresh_token.clone())) {
         let http = deps.http.clone();
-        actix_web::rt::spawn(async move {
-            revoke_refresh_token(&p, &http, rt.expose().to_string()).await
-        });
+        let oidc = deps.settings.oidc.clone();
+        actix_web::rt::spawn(
+            async move { revoke_refresh_token(&p, &http, &oidc, rt.expose()).await },
+        );
     }
     Ok(url)
 }

@@ -1,13 +1,15 @@
 //! Keeping the access token fresh: exactly one refresh per expiry, however many
-//! requests of one session arrive at once, on however many instances. The proxy
-//! calls [`Refresher::ensure_fresh`] before forwarding, and
-//! [`Refresher::replace_rejected`] when an upstream refused the token.
+//! requests of one session arrive at once, on however many instances, and never a
+//! refresh token lost. The proxy calls [`Refresher::ensure_fresh`] before
+//! forwarding, and [`Refresher::replace_rejected`] when an upstream refused the
+//! token.
 //!
 //! Providers rotate refresh tokens and revoke the whole grant when a used one comes
 //! back, so two racing refreshes end the user's session. Three layers prevent that:
 //!
 //! 1. in-process: one async mutex per session ([`RefreshFlights`], shared by all
-//!    workers); whoever waited re-reads the session and usually finds it fresh;
+//!    workers), waited on for at most `wait_limit`; whoever waited re-reads the
+//!    session and usually finds it fresh;
 //! 2. across instances: the store's refresh lock per session
 //!    ([`Store::try_lock_refresh`], released only by its holder); an instance that
 //!    cannot take it polls the session until the holder has saved new tokens (or
@@ -16,21 +18,38 @@
 //! 3. the save is a compare-and-set on the session's version
 //!    ([`Store::update_session`]).
 //!
-//! After taking the lock the session is read again: another instance may have
-//! finished a refresh just before. The provider call itself is
-//! [`oidc::refresh::refresh_tokens`](crate::oidc::refresh::refresh_tokens).
+//! Once the provider has answered, its old refresh token is spent, so the new
+//! tokens must survive whatever happens to the save ([`save_kept`]):
+//!
+//! - saved: done;
+//! - the compare-and-set conflicts: decided by content ([`decide`]): if the store
+//!   still holds the tokens we refreshed from, ours win (saved again on the version
+//!   just read); if it holds newer ones (someone else refreshed), ours are dropped;
+//! - the store refuses or times out: the tokens are kept in memory
+//!   ([`RefreshFlights`], per session), the request is served with them, and the
+//!   save is retried in the background (with backoff, holding the Redis lock so no
+//!   other instance redeems the spent token) and by every later request of that
+//!   session on this instance, which uses the kept tokens meanwhile;
+//! - the session ended meanwhile (logout): the new refresh token is revoked.
+//!
+//! A refused refresh (any 4xx, see [`oidc::refresh`](crate::oidc::refresh)) ends the
+//! session only if nobody saved newer tokens since it was read
+//! ([`Store::end_session_if_unchanged`]). A provider failure (unreachable, timed
+//! out, 5xx) is remembered for [`FAILURE_MEMORY`]: the session's queued requests
+//! answer 503 at once instead of each calling the provider again.
 //!
 //! Outcomes: the fresh session; `Err(Unauthenticated)` when the grant is gone
 //! (the session is ended); `Err(ProviderUnavailable)` when the provider could not
 //! answer (try again later, the session is kept).
 
-use crate::config::Settings;
+use crate::config::{OidcSettings, Settings};
 use crate::error::Error;
+use crate::oidc::logout::revoke_refresh_token;
 use crate::oidc::refresh::{refresh_tokens, RefreshError};
 use crate::oidc::{OidcHttp, ProviderHandle};
 use crate::secret::Sensitive;
 use crate::session::{SessionRef, Tokens};
-use crate::store::{LoadedSession, Store, UpdateOutcome};
+use crate::store::{EndOutcome, LoadedSession, RefreshLock, Store, UpdateOutcome};
 use crate::time::{now_ms, UnixMs};
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, Weak};
@@ -38,8 +57,13 @@ use std::time::{Duration, Instant};
 
 /// How often a waiting instance looks at the session again.
 const POLL_INTERVAL: Duration = Duration::from_millis(50);
-/// Above this many entries, forgotten sessions are swept from the map.
+/// Above this many entries, forgotten sessions are swept from the maps.
 const SWEEP_ABOVE: usize = 256;
+/// How long a provider failure answers a session's refreshes with 503 at once.
+pub const FAILURE_MEMORY: Duration = Duration::from_millis(1500);
+/// Backoff of the background save of kept tokens.
+const SAVE_RETRY_FIRST: Duration = Duration::from_millis(50);
+const SAVE_RETRY_MAX: Duration = Duration::from_secs(1);
 
 /// The timing rules of a refresh, from the settings.
 #[derive(Debug, Clone, Copy)]
@@ -48,8 +72,11 @@ pub struct RefreshPolicy {
     pub skew: Duration,
     /// `proxy.refresh_lock_ttl`: how long one instance may hold the lock.
     pub lock_ttl: Duration,
-    /// How long an instance waits for another's refresh before answering 503.
+    /// How long a request waits for the session's refresh (in this process or on
+    /// another instance) before answering 503.
     pub wait_limit: Duration,
+    /// `session.absolute_timeout`: kept tokens are saved at most until then.
+    pub session_lifetime: Duration,
 }
 
 impl RefreshPolicy {
@@ -59,6 +86,7 @@ impl RefreshPolicy {
             skew: settings.proxy.refresh_skew,
             lock_ttl,
             wait_limit: lock_ttl + settings.oidc.http_timeout,
+            session_lifetime: settings.session.absolute_timeout,
         }
     }
 }
@@ -66,13 +94,15 @@ impl RefreshPolicy {
 /// What a refresh needs, and nothing more.
 pub struct Refresher<'a, S> {
     pub store: &'a S,
-    pub provider: &'a ProviderHandle,
+    pub provider: &'a Arc<ProviderHandle>,
     pub http: &'a OidcHttp,
-    pub flights: &'a RefreshFlights,
+    pub flights: &'a Arc<RefreshFlights>,
+    /// For revoking refresh tokens nobody will use.
+    pub oidc: &'a OidcSettings,
     pub policy: RefreshPolicy,
 }
 
-impl<S: Store> Refresher<'_, S> {
+impl<S: Store + Clone + 'static> Refresher<'_, S> {
     /// The session with an access token valid for at least the skew, refreshing
     /// it if needed.
     pub async fn ensure_fresh(&self, session: LoadedSession) -> Result<LoadedSession, Error> {
@@ -94,14 +124,31 @@ impl<S: Store> Refresher<'_, S> {
         stale: Stale<'_>,
     ) -> Result<LoadedSession, Error> {
         let skew = self.policy.skew;
+        let id = session.reference.storage_id();
+        // Tokens this instance got but could not save are newer than the store's.
+        let session = match self.flights.kept(&id) {
+            Some(_) => self.settle(session).await?,
+            None => session,
+        };
         if !stale.applies(&session.record.tokens, now_ms(), skew) {
             return Ok(session);
         }
-        let mutex = self.flights.mutex(&session.reference.storage_id());
-        let _in_process = mutex.lock().await;
-        let session = self.reload(&session.reference).await?;
+        let mutex = self.flights.mutex(&id);
+        let _in_process = tokio::time::timeout(self.policy.wait_limit, mutex.lock())
+            .await
+            .map_err(|_| {
+                Error::ProviderUnavailable(
+                    "timed out waiting for this session's token refresh".into(),
+                )
+            })?;
+        let session = self.current(&session.reference).await?;
         if !stale.applies(&session.record.tokens, now_ms(), skew) {
             return Ok(session); // refreshed by a request we waited for
+        }
+        if let Some(detail) = self.flights.recent_failure(&id) {
+            return Err(Error::ProviderUnavailable(format!(
+                "a refresh of this session failed moments ago: {detail}"
+            )));
         }
         self.across_instances(session, &stale).await
     }
@@ -120,12 +167,10 @@ impl<S: Store> Refresher<'_, S> {
                 .try_lock_refresh(&reference, self.policy.lock_ttl)
                 .await?
             {
-                let result = self.refresh_holding_lock(&reference, stale).await;
-                self.store.unlock_refresh(lock).await;
-                return result;
+                return self.refresh_holding_lock(&reference, stale, lock).await;
             }
             actix_web::rt::time::sleep(POLL_INTERVAL).await;
-            let current = self.reload(&reference).await?;
+            let current = self.current(&reference).await?;
             if !stale.applies(&current.record.tokens, now_ms(), self.policy.skew) {
                 return Ok(current); // another instance refreshed
             }
@@ -137,75 +182,318 @@ impl<S: Store> Refresher<'_, S> {
         }
     }
 
+    /// Refreshes with the lock held, and gives the lock back once the new tokens are
+    /// saved (or hands it to the background save that keeps trying).
     async fn refresh_holding_lock(
         &self,
         reference: &SessionRef,
         stale: &Stale<'_>,
+        lock: RefreshLock,
     ) -> Result<LoadedSession, Error> {
-        let session = self.reload(reference).await?;
+        let outcome = self.refresh_once(reference, stale).await;
+        match outcome {
+            Refreshed::Done(result) => {
+                self.store.unlock_refresh(lock).await;
+                result
+            }
+            Refreshed::Kept(session) => {
+                self.spawn_background_save(&session, lock);
+                Ok(session)
+            }
+        }
+    }
+
+    async fn refresh_once(&self, reference: &SessionRef, stale: &Stale<'_>) -> Refreshed {
+        let done = Refreshed::Done;
+        let session = match self.current(reference).await {
+            Ok(s) => s,
+            Err(e) => return done(Err(e)),
+        };
         let now = now_ms();
         let tokens = &session.record.tokens;
         if !stale.applies(tokens, now, self.policy.skew) {
-            return Ok(session);
+            return done(Ok(session));
         }
         if tokens.refresh_token.is_none() && !expired(tokens, now) {
-            return Ok(session); // cannot refresh early; use it while it lasts
+            return done(Ok(session)); // cannot refresh early; use it while it lasts
         }
-        let provider = self.provider.get()?;
-        let short = &reference.storage_id()[..8];
+        let provider = match self.provider.get() {
+            Ok(p) => p,
+            Err(e) => return done(Err(e)),
+        };
+        let id = reference.storage_id();
+        let short = &id[..8];
         let started = Instant::now();
-        match refresh_tokens(&provider, self.http, tokens, now).await {
-            Ok(new_tokens) => {
-                let mut record = session.record.clone();
-                record.tokens = new_tokens;
-                match self.store.update_session(&session, &record).await? {
-                    UpdateOutcome::Updated => {
-                        tracing::info!(
-                            session = %short,
-                            elapsed_ms = started.elapsed().as_millis() as u64,
-                            "access token refreshed"
-                        );
-                        Ok(LoadedSession {
-                            record,
-                            version: session.version + 1,
-                            ..session
-                        })
-                    }
-                    UpdateOutcome::Conflict => {
-                        // Only possible when our lock expired mid-refresh.
-                        tracing::warn!(session = %short, "session rewritten during a refresh; using the stored one");
-                        self.reload(reference).await
-                    }
-                    UpdateOutcome::Gone => Err(Error::Unauthenticated),
-                }
+        let new_tokens = match refresh_tokens(&provider, self.http, tokens, now).await {
+            Ok(t) => t,
+            Err(e @ (RefreshError::Refused { .. } | RefreshError::NoRefreshToken)) => {
+                tracing::warn!(session = %short, "refresh refused: {e}");
+                return done(self.end_unless_changed(&session).await);
             }
-            Err(e @ (RefreshError::GrantRevoked | RefreshError::NoRefreshToken)) => {
-                tracing::info!(session = %short, "session ended: {e}");
-                self.store.end_session(&session).await?;
-                Err(Error::Unauthenticated)
+            Err(RefreshError::Unavailable(detail)) => {
+                self.flights.remember_failure(&id, &detail);
+                return done(Err(Error::ProviderUnavailable(detail)));
             }
-            Err(RefreshError::Unavailable(detail)) => Err(Error::ProviderUnavailable(detail)),
+        };
+        self.flights.forget_failure(&id);
+        let kept = Kept {
+            from: tokens.clone(),
+            tokens: new_tokens,
+        };
+        match save_kept(self.store, &session, &kept).await {
+            SaveOutcome::Saved(fresh) => {
+                tracing::info!(
+                    session = %short,
+                    elapsed_ms = started.elapsed().as_millis() as u64,
+                    "access token refreshed"
+                );
+                done(Ok(fresh))
+            }
+            SaveOutcome::Superseded(stored) => {
+                tracing::warn!(session = %short, "another refresh saved newer tokens first; ours are dropped");
+                done(Ok(stored))
+            }
+            SaveOutcome::Gone => {
+                tracing::info!(session = %short, "session ended during its refresh; revoking the new refresh token");
+                self.revoke_in_background(&kept.tokens);
+                done(Err(Error::Unauthenticated))
+            }
+            SaveOutcome::NotYet(e) => {
+                tracing::warn!(session = %short, "refreshed tokens not saved yet ({e}); keeping them and retrying");
+                self.flights.keep(&id, kept.clone());
+                let mut session = session;
+                session.record.tokens = kept.tokens;
+                Refreshed::Kept(session)
+            }
         }
     }
 
-    async fn reload(&self, reference: &SessionRef) -> Result<LoadedSession, Error> {
-        self.store
+    /// The provider refused the refresh: end the session, unless someone saved
+    /// newer tokens since it was read (then those are the session's now).
+    async fn end_unless_changed(&self, session: &LoadedSession) -> Result<LoadedSession, Error> {
+        match self.store.end_session_if_unchanged(session).await? {
+            EndOutcome::Ended | EndOutcome::Gone => Err(Error::Unauthenticated),
+            EndOutcome::Changed => self.current(&session.reference).await,
+        }
+    }
+
+    /// The session as stored, with this instance's kept tokens saved (or, while the
+    /// store refuses, used) in place of older ones.
+    async fn current(&self, reference: &SessionRef) -> Result<LoadedSession, Error> {
+        let session = self
+            .store
             .load_session(reference, now_ms())
             .await?
-            .ok_or(Error::Unauthenticated)
+            .ok_or(Error::Unauthenticated)?;
+        self.settle(session).await
+    }
+
+    /// Saves the kept tokens of `session`, if any; see the module doc.
+    async fn settle(&self, mut session: LoadedSession) -> Result<LoadedSession, Error> {
+        let id = session.reference.storage_id();
+        let Some(kept) = self.flights.kept(&id) else {
+            return Ok(session);
+        };
+        match save_kept(self.store, &session, &kept).await {
+            SaveOutcome::Saved(s) | SaveOutcome::Superseded(s) => {
+                self.flights.forget_kept(&id, &kept);
+                Ok(s)
+            }
+            SaveOutcome::Gone => {
+                self.flights.forget_kept(&id, &kept);
+                self.revoke_in_background(&kept.tokens);
+                Err(Error::Unauthenticated)
+            }
+            SaveOutcome::NotYet(_) => {
+                session.record.tokens = kept.tokens;
+                Ok(session)
+            }
+        }
+    }
+
+    fn revoke_in_background(&self, tokens: &Tokens) {
+        let (Some(token), Ok(provider)) = (tokens.refresh_token.clone(), self.provider.get())
+        else {
+            return;
+        };
+        let http = self.http.clone();
+        let oidc = self.oidc.clone();
+        actix_web::rt::spawn(async move {
+            revoke_refresh_token(&provider, &http, &oidc, token.expose()).await
+        });
+    }
+
+    /// Retries saving the kept tokens of `session` with backoff until the store
+    /// takes them, someone else's newer tokens or the session's end make them moot,
+    /// or the session would have expired anyway; then releases the refresh lock.
+    fn spawn_background_save(&self, session: &LoadedSession, lock: RefreshLock) {
+        let store = self.store.clone();
+        let flights = Arc::clone(self.flights);
+        let providers = Arc::clone(self.provider);
+        let http = self.http.clone();
+        let oidc = self.oidc.clone();
+        let reference = session.reference.clone();
+        let until = session
+            .created_at
+            .saturating_add(self.policy.session_lifetime.as_millis() as u64);
+        actix_web::rt::spawn(async move {
+            let id = reference.storage_id();
+            let mut delay = SAVE_RETRY_FIRST;
+            let mut revoke = None;
+            while now_ms() < until {
+                actix_web::rt::time::sleep(delay).await;
+                delay = (delay * 2).min(SAVE_RETRY_MAX);
+                let mutex = flights.mutex(&id);
+                let _in_process = mutex.lock().await;
+                let Some(kept) = flights.kept(&id) else {
+                    break; // a request of the session saved them
+                };
+                let session = match store.load_session(&reference, now_ms()).await {
+                    Ok(Some(s)) => s,
+                    Ok(None) => {
+                        flights.forget_kept(&id, &kept);
+                        revoke = kept.tokens.refresh_token.clone();
+                        break;
+                    }
+                    Err(_) => continue,
+                };
+                match save_kept(&store, &session, &kept).await {
+                    SaveOutcome::Saved(_) | SaveOutcome::Superseded(_) => {
+                        flights.forget_kept(&id, &kept);
+                        tracing::info!(session = %&id[..8], "kept tokens saved");
+                        break;
+                    }
+                    SaveOutcome::Gone => {
+                        flights.forget_kept(&id, &kept);
+                        revoke = kept.tokens.refresh_token.clone();
+                        break;
+                    }
+                    SaveOutcome::NotYet(_) => continue,
+                }
+            }
+            if now_ms() >= until {
+                // The session has expired by now: nothing left to save them into.
+                if let Some(kept) = flights.kept(&id) {
+                    flights.forget_kept(&id, &kept);
+                }
+            }
+            store.unlock_refresh(lock).await;
+            if let (Some(token), Ok(provider)) = (revoke, providers.get()) {
+                revoke_refresh_token(&provider, &http, &oidc, token.expose()).await;
+            }
+        });
     }
 }
 
-/// One async mutex per session storage id, shared by every worker of the process.
+/// How a refresh with the lock held ended.
+enum Refreshed {
+    /// Finished: release the lock.
+    Done(Result<LoadedSession, Error>),
+    /// New tokens the store has not taken yet: serve with them, keep the lock for
+    /// the background save.
+    Kept(LoadedSession),
+}
+
+/// Tokens the provider issued for a session, and the ones they replace.
+#[derive(Clone)]
+pub struct Kept {
+    /// What the session held when it was refreshed (its refresh token is spent).
+    pub from: Tokens,
+    /// What the provider answered.
+    pub tokens: Tokens,
+}
+
+/// What [`save_kept`] did.
+enum SaveOutcome {
+    Saved(LoadedSession),
+    /// The store holds newer tokens than ours (someone else refreshed): ours are
+    /// dropped and the stored session is returned.
+    Superseded(LoadedSession),
+    /// The session ended meanwhile.
+    Gone,
+    /// The store did not take them (error, timeout, repeated conflicts).
+    NotYet(Error),
+}
+
+/// Whose tokens a session should hold, by what the store holds now.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Decision {
+    /// The store still holds what we refreshed from: save ours.
+    Ours,
+    /// The store already holds ours.
+    AlreadySaved,
+    /// The store holds other, newer tokens: drop ours.
+    Newer,
+}
+
+/// Decides by content, never by version alone: a version bump that left the tokens
+/// we refreshed from in place must not drop the only copy of the new ones.
+pub fn decide(stored: &Tokens, kept: &Kept) -> Decision {
+    let same = |a: &Tokens, b: &Tokens| {
+        a.access_token == b.access_token && a.refresh_token == b.refresh_token
+    };
+    if same(stored, &kept.tokens) {
+        Decision::AlreadySaved
+    } else if same(stored, &kept.from) {
+        Decision::Ours
+    } else {
+        Decision::Newer
+    }
+}
+
+/// Saves `kept` into `session` with a compare-and-set, re-reading once after a
+/// conflict and deciding by content ([`decide`]).
+async fn save_kept<S: Store>(store: &S, session: &LoadedSession, kept: &Kept) -> SaveOutcome {
+    let mut current = session.clone();
+    for _ in 0..2 {
+        match decide(&current.record.tokens, kept) {
+            Decision::Ours => {}
+            Decision::AlreadySaved => return SaveOutcome::Saved(current),
+            Decision::Newer => return SaveOutcome::Superseded(current),
+        }
+        let mut record = current.record.clone();
+        record.tokens = kept.tokens.clone();
+        match store.update_session(&current, &record).await {
+            Ok(UpdateOutcome::Updated) => {
+                return SaveOutcome::Saved(LoadedSession {
+                    record,
+                    version: current.version + 1,
+                    ..current
+                })
+            }
+            Ok(UpdateOutcome::Gone) => return SaveOutcome::Gone,
+            Ok(UpdateOutcome::Conflict) => {
+                match store.load_session(&current.reference, now_ms()).await {
+                    Ok(Some(s)) => current = s,
+                    Ok(None) => return SaveOutcome::Gone,
+                    Err(e) => return SaveOutcome::NotYet(e),
+                }
+            }
+            Err(e) => return SaveOutcome::NotYet(e),
+        }
+    }
+    SaveOutcome::NotYet(Error::StoreUnavailable(
+        "the session kept changing during the save".into(),
+    ))
+}
+
+/// What the in-process refreshes of every worker share, per session storage id:
+/// one mutex, tokens the store has not taken yet, and a recent provider failure.
 #[derive(Default)]
 pub struct RefreshFlights {
     locks: Mutex<HashMap<String, Weak<tokio::sync::Mutex<()>>>>,
+    kept: Mutex<HashMap<String, Kept>>,
+    failures: Mutex<HashMap<String, (Instant, String)>>,
+}
+
+fn locked<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
 }
 
 impl RefreshFlights {
     /// The mutex of session `id`; it lives as long as someone holds or awaits it.
     fn mutex(&self, id: &str) -> Arc<tokio::sync::Mutex<()>> {
-        let mut locks = self.locks.lock().unwrap_or_else(|p| p.into_inner());
+        let mut locks = locked(&self.locks);
         if let Some(m) = locks.get(id).and_then(Weak::upgrade) {
             return m;
         }
@@ -215,6 +503,46 @@ impl RefreshFlights {
         let m = Arc::new(tokio::sync::Mutex::new(()));
         locks.insert(id.to_string(), Arc::downgrade(&m));
         m
+    }
+
+    /// Tokens of session `id` the store has not taken yet.
+    fn kept(&self, id: &str) -> Option<Kept> {
+        locked(&self.kept).get(id).cloned()
+    }
+
+    fn keep(&self, id: &str, kept: Kept) {
+        locked(&self.kept).insert(id.to_string(), kept);
+    }
+
+    /// Forgets `kept` once saved or moot (not newer ones kept meanwhile).
+    fn forget_kept(&self, id: &str, kept: &Kept) {
+        let mut all = locked(&self.kept);
+        if all
+            .get(id)
+            .is_some_and(|k| k.tokens.access_token == kept.tokens.access_token)
+        {
+            all.remove(id);
+        }
+    }
+
+    fn remember_failure(&self, id: &str, detail: &str) {
+        let mut failures = locked(&self.failures);
+        if failures.len() >= SWEEP_ABOVE {
+            failures.retain(|_, (at, _)| at.elapsed() < FAILURE_MEMORY);
+        }
+        failures.insert(id.to_string(), (Instant::now(), detail.to_string()));
+    }
+
+    fn forget_failure(&self, id: &str) {
+        locked(&self.failures).remove(id);
+    }
+
+    /// The provider failure of session `id` within the last [`FAILURE_MEMORY`].
+    fn recent_failure(&self, id: &str) -> Option<String> {
+        locked(&self.failures)
+            .get(id)
+            .filter(|(at, _)| at.elapsed() < FAILURE_MEMORY)
+            .map(|(_, detail)| detail.clone())
     }
 }
 
@@ -277,6 +605,41 @@ mod tests {
         assert!(!Stale::Expiring.applies(&stored, 0, skew));
         assert!(Stale::Rejected(&same).applies(&stored, 0, skew));
         assert!(!Stale::Rejected(&other).applies(&stored, 0, skew));
+    }
+
+    fn kept(from: &str, to: &str) -> Kept {
+        let with = |at: &str| Tokens {
+            access_token: Sensitive::new(format!("at-{at}")),
+            refresh_token: Some(Sensitive::new(format!("rt-{at}"))),
+            ..tokens(Some(1))
+        };
+        Kept {
+            from: with(from),
+            tokens: with(to),
+        }
+    }
+
+    #[test]
+    fn kept_tokens_win_over_the_ones_they_replace_and_lose_to_newer_ones() {
+        let k = kept("1", "2");
+        assert_eq!(decide(&k.from, &k), Decision::Ours);
+        assert_eq!(decide(&k.tokens, &k), Decision::AlreadySaved);
+        assert_eq!(decide(&kept("x", "3").tokens, &k), Decision::Newer);
+        // A provider that does not rotate: same refresh token, new access token.
+        let mut same_rt = kept("1", "2");
+        same_rt.tokens.refresh_token = same_rt.from.refresh_token.clone();
+        assert_eq!(decide(&same_rt.from, &same_rt), Decision::Ours);
+    }
+
+    #[test]
+    fn a_provider_failure_is_remembered_briefly() {
+        let flights = RefreshFlights::default();
+        assert_eq!(flights.recent_failure("a"), None);
+        flights.remember_failure("a", "down");
+        assert_eq!(flights.recent_failure("a").as_deref(), Some("down"));
+        assert_eq!(flights.recent_failure("b"), None);
+        flights.forget_failure("a");
+        assert_eq!(flights.recent_failure("a"), None);
     }
 
     #[test]

@@ -50,7 +50,7 @@ pub async fn verify_logout_token(
 ) -> Result<LogoutClaims, Error> {
     let provider = providers.get()?;
     match verify_with(&provider, client_id, token, now_secs) {
-        Err(Verdict::UnknownKey) => match providers.refresh_jwks(http).await? {
+        Err(Verdict::UnknownKey) => match providers.refresh_jwks(http, &provider).await? {
             Some(p) => verify_with(&p, client_id, token, now_secs),
             None => Err(Verdict::UnknownKey),
         },

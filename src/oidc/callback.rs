@@ -3,8 +3,9 @@
 //! and build the session record.
 //!
 //! openidconnect validates the ID token's signature (against the provider's JWKS,
-//! allowed algorithms only, never `none`), `iss`, `aud`, `azp`, `exp` and `nonce`.
-//! What it leaves to us, we check here: `iat` not in the future, `at_hash` when
+//! allowed algorithms only, never `none`), `iss`, `aud`, `exp` and `nonce`.
+//! What it leaves to us, we check here: `azp` (when present it must be our client
+//! id; several audiences need one), `iat` not in the future, `at_hash` when
 //! present, `token_type`, the RFC 9207 `iss` response parameter, and that userinfo
 //! speaks about the same `sub`.
 
@@ -195,7 +196,7 @@ async fn verify_id_token(
         // A key id we do not know: the provider may have rotated its keys.
         Err(ClaimsVerificationError::SignatureVerification(
             SignatureVerificationError::NoMatchingKey,
-        )) => match providers.refresh_jwks(http).await? {
+        )) => match providers.refresh_jwks(http, &provider).await? {
             Some(p) => check_id_token(&p, id_token, tokens, &nonce, now),
             None => Err(ClaimsVerificationError::SignatureVerification(
                 SignatureVerificationError::NoMatchingKey,
@@ -225,6 +226,22 @@ fn check_id_token(
             }
         });
     let claims = id_token.claims(&verifier, nonce)?;
+    // OpenID Connect Core 3.1.3.7 steps 4-5, which openidconnect leaves undone: an
+    // `azp` must name us, and several audiences need one.
+    match claims.authorized_party() {
+        Some(azp) if **azp != **provider.client.client_id() => {
+            return Err(ClaimsVerificationError::InvalidAudience(format!(
+                "azp names another client ({})",
+                truncate(azp, 100)
+            )));
+        }
+        None if claims.audiences().len() > 1 => {
+            return Err(ClaimsVerificationError::InvalidAudience(
+                "several audiences and no azp".into(),
+            ));
+        }
+        _ => {}
+    }
     if let Some(expected) = claims.access_token_hash() {
         let other = |e: &dyn std::fmt::Display| ClaimsVerificationError::Other(e.to_string());
         let alg = id_token.signing_alg().map_err(|e| other(&e))?;
@@ -257,23 +274,19 @@ async fn userinfo(
     sub: &str,
 ) -> Option<Map<String, Value>> {
     let endpoint = provider.metadata.userinfo_endpoint()?;
-    let mut res = http
-        .client()
-        .get(endpoint.as_str())
-        .insert_header(("Authorization", format!("Bearer {access_token}")))
-        .insert_header(("Accept", "application/json"))
-        .send()
+    let res = http
+        .get_with_bearer(endpoint.as_str(), access_token)
         .await
-        .map_err(|e| tracing::debug!("userinfo unreachable: {e}"))
+        .map_err(|e| tracing::warn!("userinfo unavailable; using ID token claims only: {e}"))
         .ok()?;
-    if !res.status().is_success() {
+    if !res.status.is_success() {
         tracing::debug!(
-            status = res.status().as_u16(),
+            status = res.status.as_u16(),
             "userinfo refused the access token; using ID token claims only"
         );
         return None;
     }
-    let info: Map<String, Value> = res.json().limit(256 * 1024).await.ok()?;
+    let info: Map<String, Value> = serde_json::from_slice(&res.body).ok()?;
     if info.get("sub").and_then(Value::as_str) != Some(sub) {
         tracing::warn!("userinfo answered for another subject; ignoring it");
         return None;

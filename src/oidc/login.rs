@@ -7,7 +7,6 @@ use crate::config::OidcSettings;
 use crate::oidc::provider::Provider;
 use crate::session::crypto::random_token;
 use crate::session::LoginState;
-use crate::time::UnixMs;
 use openidconnect::core::CoreAuthenticationFlow;
 use openidconnect::{CsrfToken, Nonce, PkceCodeChallenge, Scope};
 use percent_encoding::percent_decode_str;
@@ -25,7 +24,6 @@ pub fn authorization_request(
     provider: &Provider,
     settings: &OidcSettings,
     return_to: String,
-    now: UnixMs,
 ) -> AuthorizationRequest {
     let (challenge, verifier) = PkceCodeChallenge::new_random_sha256();
     let mut req = provider.client.authorize_url(
@@ -49,51 +47,83 @@ pub fn authorization_request(
             nonce: nonce.secret().clone(),
             pkce_verifier: verifier.secret().clone(),
             return_to,
-            created_at: now,
         },
     }
 }
 
+/// The longest `returnTo` kept, in bytes, after normalisation; a longer one becomes
+/// `/`. It bounds what one pending login stores (it is written for every `/login`,
+/// before anyone has authenticated).
+pub const MAX_RETURN_TO: usize = 512;
+/// How many percent-decoding layers are judged; a value still changing after that
+/// many is refused.
+const MAX_DECODING_LAYERS: usize = 8;
+
 /// `returnTo` as a same-origin path, or `/` when it is missing or could leave the
-/// origin: absolute URLs, scheme-relative `//host`, backslash tricks browsers read as
-/// `//`, control characters and whitespace (browsers strip tabs and newlines), and
-/// any of these hidden behind percent-encoding.
+/// origin.
+///
+/// The value is judged on what a browser will do with the `Location` header it
+/// becomes, not on the raw string: tabs and newlines are dropped (as browsers drop
+/// them), `\` counts as `/`, dot segments are resolved, and the result must be a
+/// path of this origin that does not start with `//` or `/\`. The same holds for
+/// every percent-decoding layer of the result (an intermediary or the SPA's router
+/// may decode it again). What is returned is the resolved form, at most
+/// [`MAX_RETURN_TO`] bytes.
 pub fn safe_return_to(raw: Option<&str>) -> String {
     raw.and_then(check_return_to).unwrap_or_else(|| "/".into())
 }
 
 fn check_return_to(raw: &str) -> Option<String> {
-    if raw.len() > 2048 {
+    // Resolution never shrinks a value by more than its dropped tabs and newlines;
+    // anything this long cannot end up within the cap.
+    if raw.len() > 4 * MAX_RETURN_TO {
         return None;
     }
-    let mut candidate = raw.to_string();
-    // Check every decoding layer an intermediary might peel off.
-    for _ in 0..4 {
-        if !looks_local(&candidate) {
-            return None;
+    let resolved = resolve_as_browser(raw)?;
+    if resolved.len() > MAX_RETURN_TO {
+        return None;
+    }
+    let mut layer = resolved.clone();
+    for _ in 0..MAX_DECODING_LAYERS {
+        let decoded = percent_decode_str(&layer).decode_utf8().ok()?.into_owned();
+        if decoded == layer {
+            return Some(resolved);
         }
-        let decoded = percent_decode_str(&candidate)
-            .decode_utf8()
-            .ok()?
-            .into_owned();
-        if decoded == candidate {
-            break;
-        }
-        candidate = decoded;
+        resolve_as_browser(&decoded)?;
+        layer = decoded;
+    }
+    None
+}
+
+/// What a browser makes of `value` as a `Location` on this origin: the path, query
+/// and fragment it navigates to, or `None` when that leaves the origin (or could,
+/// under a parser that reads `\` as `/`).
+fn resolve_as_browser(value: &str) -> Option<String> {
+    // Browsers remove ASCII tab and newline anywhere in a URL.
+    let cleaned: String = value
+        .chars()
+        .filter(|c| !matches!(c, '\t' | '\n' | '\r'))
+        .map(|c| if c == '\\' { '/' } else { c })
+        .collect();
+    // Other control characters have no place in a path; leading ones or spaces
+    // would be stripped by the parser, so a value must start with the `/` itself.
+    if cleaned.chars().any(|c| c.is_control()) {
+        return None;
+    }
+    if !cleaned.starts_with('/') || cleaned.starts_with("//") {
+        return None;
     }
     let base = Url::parse("https://return-to.invalid/").expect("static URL");
-    let joined = base.join(raw).ok()?;
+    let joined = base.join(&cleaned).ok()?;
     if joined.origin() != base.origin() {
         return None;
     }
-    Some(joined[url::Position::BeforePath..].to_string())
-}
-
-fn looks_local(s: &str) -> bool {
-    s.starts_with('/')
-        && !s.starts_with("//")
-        && !s.contains('\\')
-        && !s.chars().any(|c| c.is_control() || c.is_whitespace())
+    let resolved = &joined[url::Position::BeforePath..];
+    // Dot segments may have produced `//host` (`/.//evil.example`).
+    if !resolved.starts_with('/') || resolved.starts_with("//") || resolved.starts_with("/\\") {
+        return None;
+    }
+    Some(resolved.to_string())
 }
 
 #[cfg(test)]
@@ -110,6 +140,23 @@ mod tests {
         assert_eq!(safe_return_to(Some("/a/../b")), "/b");
         assert_eq!(safe_return_to(Some("/caf%C3%A9")), "/caf%C3%A9");
         assert_eq!(safe_return_to(None), "/");
+        // Browsers drop tabs and newlines; what remains is a local path.
+        assert_eq!(safe_return_to(Some("/ord\ters")), "/orders");
+        assert_eq!(safe_return_to(Some("/search?q=a%20b")), "/search?q=a%20b");
+        assert_eq!(safe_return_to(Some("/a b")), "/a%20b");
+        assert_eq!(safe_return_to(Some("/a\\b")), "/a/b");
+        let longest = format!("/{}", "a".repeat(MAX_RETURN_TO - 1));
+        assert_eq!(safe_return_to(Some(&longest)), longest);
+    }
+
+    #[test]
+    fn a_return_to_longer_than_the_cap_falls_back_to_root() {
+        let long = format!("/{}", "a".repeat(MAX_RETURN_TO));
+        assert_eq!(safe_return_to(Some(&long)), "/");
+        // Short raw, long once resolved (non-ASCII is percent-encoded).
+        let wide = format!("/{}", "é".repeat(MAX_RETURN_TO / 4));
+        assert_eq!(safe_return_to(Some(&wide)), "/");
+        assert_eq!(safe_return_to(Some(&"/".repeat(10_000))), "/");
     }
 
     #[test]
@@ -133,8 +180,141 @@ mod tests {
             " //evil.example",
             "evil.example",
             "",
+            // Dot segments that resolve to a scheme-relative URL.
+            "/.//evil.example",
+            "/./\\evil.example",
+            "/a/..//evil.example",
+            "/a/../\\evil.example",
+            "/%2e//evil.example",
+            "/%2E%2E//evil.example",
+            "/a/%2e%2e//evil.example",
+            "/%2e/%2fevil.example",
+            "/.%2f%2fevil.example",
+            "/./%5Cevil.example",
+            "/%252e/%252fevil.example",
+            "/%25252F%25252Fevil.example",
+            // Tabs and newlines that browsers drop between the slashes.
+            "/\t/evil.example",
+            "/\r\n/evil.example",
+            "\t//evil.example",
+            "/%0a/evil.example",
+            "/.\t/%2fevil.example",
+            // Control characters and undecodable bytes.
+            "/\u{0}/evil.example",
+            "/%00/evil.example",
+            "/%C0%AF/evil.example",
+            // More decoding layers than anyone peels.
+            "/%25252525252525252525252F",
         ] {
             assert_eq!(safe_return_to(Some(evil)), "/", "{evil:?} was accepted");
+        }
+    }
+
+    /// Where a browser on `https://app.example/` goes with `location`, also after the
+    /// transformations browsers and routers apply (`\\` as `/`, tabs and newlines
+    /// dropped, percent-decoding): every one must stay on the origin.
+    fn stays_on_the_origin(location: &str) -> Result<(), String> {
+        let base = Url::parse("https://app.example/").unwrap();
+        let mut forms = vec![location.to_string()];
+        let mut layer = location.to_string();
+        for _ in 0..MAX_DECODING_LAYERS + 1 {
+            let decoded = percent_decode_str(&layer).decode_utf8_lossy().into_owned();
+            if decoded == layer {
+                break;
+            }
+            forms.push(decoded.clone());
+            layer = decoded;
+        }
+        for form in forms {
+            let browserish: String = form
+                .chars()
+                .filter(|c| !matches!(c, '\t' | '\n' | '\r'))
+                .collect();
+            for variant in [
+                form.clone(),
+                browserish.clone(),
+                browserish.replace('\\', "/"),
+            ] {
+                if let Ok(url) = base.join(&variant) {
+                    if url.origin() != base.origin() {
+                        return Err(format!(
+                            "{location:?} leaves the origin as {variant:?} -> {url}"
+                        ));
+                    }
+                }
+            }
+        }
+        if !location.starts_with('/')
+            || location.starts_with("//")
+            || location.len() > MAX_RETURN_TO
+        {
+            return Err(format!("{location:?} is not a short local path"));
+        }
+        Ok(())
+    }
+
+    mod properties {
+        use super::*;
+        use proptest::prelude::*;
+
+        /// Pieces attackers combine: separators, dot segments, encodings of both, and
+        /// what browsers drop or rewrite.
+        fn hostile_piece() -> impl Strategy<Value = String> {
+            prop_oneof![
+                Just("/".to_string()),
+                Just("\\".to_string()),
+                Just(".".to_string()),
+                Just("..".to_string()),
+                Just("%2e".to_string()),
+                Just("%2E".to_string()),
+                Just("%2f".to_string()),
+                Just("%2F".to_string()),
+                Just("%5c".to_string()),
+                Just("%5C".to_string()),
+                Just("%25".to_string()),
+                Just("%252f".to_string()),
+                Just("\t".to_string()),
+                Just("\n".to_string()),
+                Just("\r".to_string()),
+                Just("%09".to_string()),
+                Just("%0a".to_string()),
+                Just(" ".to_string()),
+                Just(":".to_string()),
+                Just("@".to_string()),
+                Just("?".to_string()),
+                Just("#".to_string()),
+                Just("https:".to_string()),
+                Just("javascript:".to_string()),
+                Just("evil.example".to_string()),
+                Just("é".to_string()),
+                "[a-z0-9]{1,6}",
+                any::<char>().prop_map(String::from),
+            ]
+        }
+
+        fn hostile_return_to() -> impl Strategy<Value = String> {
+            prop::collection::vec(hostile_piece(), 0..16).prop_map(|p| p.concat())
+        }
+
+        proptest! {
+            #[test]
+            fn no_generated_return_to_leaves_the_origin(raw in hostile_return_to()) {
+                let location = safe_return_to(Some(&raw));
+                prop_assert!(stays_on_the_origin(&location).is_ok(), "{}", stays_on_the_origin(&location).unwrap_err());
+                // The rule is stable: what it returns, it returns unchanged.
+                prop_assert_eq!(safe_return_to(Some(&location)), location);
+            }
+
+            #[test]
+            fn no_arbitrary_string_leaves_the_origin(raw in any::<String>()) {
+                let location = safe_return_to(Some(&raw));
+                prop_assert!(stays_on_the_origin(&location).is_ok(), "{}", stays_on_the_origin(&location).unwrap_err());
+            }
+
+            #[test]
+            fn plain_local_paths_are_kept(path in "(/[a-z0-9_-]{1,8}){1,6}(\\?[a-z]=[a-z0-9]{1,4})?") {
+                prop_assert_eq!(safe_return_to(Some(&path)), path);
+            }
         }
     }
 }

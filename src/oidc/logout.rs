@@ -1,11 +1,9 @@
 //! Ending a session at the provider: the RP-initiated logout URL, and revocation
 //! of the refresh token (RFC 7009) so a copy of it is worthless.
 
-use crate::config::Settings;
+use crate::config::{is_allowed_provider_url, ClientAuth, OidcSettings, Settings};
 use crate::oidc::http::OidcHttp;
 use crate::oidc::provider::Provider;
-use openidconnect::core::CoreRevocableToken;
-use openidconnect::{RefreshToken, RevocationUrl};
 use url::Url;
 
 /// Where the browser goes after local logout: the provider's `end_session_endpoint`
@@ -35,32 +33,48 @@ pub fn logout_url(
     url.into()
 }
 
-/// Revokes a refresh token; failures are logged, never shown (logout goes on).
-pub async fn revoke_refresh_token(provider: &Provider, http: &OidcHttp, token: String) {
-    let Some(endpoint) = provider.extra().revocation_endpoint.clone() else {
+/// Revokes a refresh token (RFC 7009) so that a copy of it is worthless; failures
+/// are logged, never shown (logout goes on).
+///
+/// The request is spa-bff's own rather than the `oauth2` crate's, which refuses
+/// any plain-http revocation URL: the endpoint is allowed wherever the issuer is
+/// (https, or http on this machine only), with the configured client
+/// authentication.
+pub async fn revoke_refresh_token(
+    provider: &Provider,
+    http: &OidcHttp,
+    oidc: &OidcSettings,
+    token: &str,
+) {
+    let Some(endpoint) = provider.extra().revocation_endpoint.as_deref() else {
+        tracing::debug!("the provider has no revocation_endpoint; refresh token not revoked");
         return;
     };
-    let url = match RevocationUrl::new(endpoint) {
-        Ok(u) => u,
-        Err(e) => {
-            tracing::warn!("provider revocation_endpoint is not a URL: {e}");
+    match Url::parse(endpoint) {
+        Ok(url) if is_allowed_provider_url(&url) => {}
+        _ => {
+            tracing::warn!("the provider's revocation_endpoint is not https (nor http on this machine); refresh token not revoked");
             return;
         }
+    }
+    let secret = oidc.client_secret.expose();
+    let mut form = vec![("token", token), ("token_type_hint", "refresh_token")];
+    let basic = match oidc.client_auth {
+        ClientAuth::ClientSecretBasic => Some((oidc.client_id.as_str(), secret)),
+        ClientAuth::ClientSecretPost => {
+            form.extend([
+                ("client_id", oidc.client_id.as_str()),
+                ("client_secret", secret),
+            ]);
+            None
+        }
     };
-    let client = provider.client.clone().set_revocation_url(url);
-    let request =
-        match client.revoke_token(CoreRevocableToken::RefreshToken(RefreshToken::new(token))) {
-            Ok(r) => r,
-            Err(e) => {
-                tracing::warn!("cannot build revocation request: {e}");
-                return;
-            }
-        };
-    match request.request_async(http).await {
-        Ok(()) => tracing::debug!("refresh token revoked"),
-        Err(e) => tracing::warn!(
-            "refresh token revocation failed: {}",
-            crate::oidc::provider::error_chain(&e)
+    match http.post_form(endpoint, &form, basic).await {
+        Ok(answer) if answer.status.is_success() => tracing::debug!("refresh token revoked"),
+        Ok(answer) => tracing::warn!(
+            status = answer.status.as_u16(),
+            "the provider refused to revoke a refresh token"
         ),
+        Err(e) => tracing::warn!("refresh token revocation failed: {e}"),
     }
 }

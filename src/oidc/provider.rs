@@ -3,7 +3,8 @@
 //! Discovery retries with capped exponential backoff until the provider answers
 //! (`/readyz` is 503 meanwhile), so spa-bff can start before its provider. The
 //! JWKS is cached with the metadata and fetched again when a token names a key id
-//! we do not know (key rotation), at most once per [`JWKS_REFRESH_MIN_INTERVAL`].
+//! we do not know (key rotation), at most once per [`JWKS_REFRESH_MIN_INTERVAL`];
+//! callers that find a fetch under way wait for it and use the keys it installed.
 
 use crate::config::{ClientAuth, Settings};
 use crate::error::Error;
@@ -18,7 +19,7 @@ use openidconnect::{
     EndpointSet, IssuerUrl, JsonWebKeySet, ProviderMetadata, RedirectUrl,
 };
 use serde::{Deserialize, Serialize};
-use std::sync::{Arc, Mutex, RwLock};
+use std::sync::{Arc, RwLock};
 use std::time::{Duration, Instant};
 
 /// Do not hammer the provider's JWKS endpoint with tokens naming unknown keys.
@@ -101,7 +102,9 @@ impl Provider {
 pub struct ProviderHandle {
     settings: Arc<Settings>,
     current: RwLock<Option<Arc<Provider>>>,
-    last_jwks_refresh: Mutex<Option<Instant>>,
+    /// When the JWKS was last fetched again; held while a fetch is under way, so
+    /// that concurrent callers wait for its keys instead of giving up.
+    last_jwks_refresh: tokio::sync::Mutex<Option<Instant>>,
 }
 
 impl ProviderHandle {
@@ -109,7 +112,7 @@ impl ProviderHandle {
         Arc::new(Self {
             settings,
             current: RwLock::new(None),
-            last_jwks_refresh: Mutex::new(None),
+            last_jwks_refresh: tokio::sync::Mutex::new(None),
         })
     }
 
@@ -160,20 +163,26 @@ impl ProviderHandle {
         }
     }
 
-    /// Fetches the JWKS again after a token named an unknown key. Returns the
-    /// provider to retry with, or `None` when a refresh happened too recently.
-    pub async fn refresh_jwks(&self, http: &OidcHttp) -> Result<Option<Arc<Provider>>, Error> {
-        {
-            let mut last = self
-                .last_jwks_refresh
-                .lock()
-                .unwrap_or_else(|p| p.into_inner());
-            if last.is_some_and(|t| t.elapsed() < JWKS_REFRESH_MIN_INTERVAL) {
-                return Ok(None);
-            }
-            *last = Some(Instant::now());
-        }
+    /// Fetches the JWKS again after a token named an unknown key, `seen` being the
+    /// provider the caller checked the token with. Returns the provider to retry
+    /// with: the one installed since the caller looked (by a concurrent call, whose
+    /// fetch this waits for), or a freshly fetched one; `None` when nothing changed
+    /// and a fetch happened too recently.
+    pub async fn refresh_jwks(
+        &self,
+        http: &OidcHttp,
+        seen: &Arc<Provider>,
+    ) -> Result<Option<Arc<Provider>>, Error> {
+        // One fetch at a time; a fetch is bounded by the provider deadline.
+        let mut last = self.last_jwks_refresh.lock().await;
         let current = self.get()?;
+        if !Arc::ptr_eq(&current, seen) {
+            return Ok(Some(current));
+        }
+        if last.is_some_and(|t| t.elapsed() < JWKS_REFRESH_MIN_INTERVAL) {
+            return Ok(None);
+        }
+        *last = Some(Instant::now());
         let jwks = JsonWebKeySet::fetch_async(current.metadata.jwks_uri(), http)
             .await
             .map_err(|e| Error::ProviderUnavailable(format!("JWKS: {}", error_chain(&e))))?;

@@ -7,25 +7,35 @@
 //! expiry). The refreshed ID
 //! token, when one comes back, is not used: the login's ID token stays the
 //! `id_token_hint` for logout and the claims do not change.
+//!
+//! A failure is judged by what the provider actually sent ([`RefreshError`]): any
+//! 4xx, an OAuth error or a bare status, refuses the grant (the session ends); no
+//! answer, a timeout, 5xx, 408 and 429 are an outage (503, the session is kept).
 
-use crate::oidc::http::OidcHttp;
+use crate::oidc::http::{server_error_as_unavailable, HttpError, OidcHttp};
 use crate::oidc::provider::{error_chain, Provider};
 use crate::session::Tokens;
 use crate::time::UnixMs;
-use openidconnect::core::{CoreErrorResponseType, CoreTokenType};
-use openidconnect::{OAuth2TokenResponse, RefreshToken, RequestTokenError};
+use openidconnect::core::CoreTokenType;
+use openidconnect::{OAuth2TokenResponse, RefreshToken};
+use std::cell::RefCell;
+use std::future::Future;
+use std::pin::Pin;
 
 /// Why a refresh did not produce new tokens.
 #[derive(Debug, thiserror::Error)]
 pub enum RefreshError {
-    /// The grant is gone (revoked, expired, refresh token reused): the session
-    /// cannot be renewed and must end.
-    #[error("the provider refused the refresh token (invalid_grant)")]
-    GrantRevoked,
+    /// The provider answered 4xx (`invalid_grant` or anything else, JSON or bare):
+    /// the grant is gone (revoked, expired, refresh token reused) and the session
+    /// must end. `detail` says what the provider sent (status, and a short excerpt
+    /// of its answer with the refresh token blanked out).
+    #[error("the provider refused the refresh token ({detail})")]
+    Refused { detail: String },
     /// The session has no refresh token and its access token expired.
     #[error("the session has no refresh token")]
     NoRefreshToken,
-    /// Unreachable, 5xx, or an answer we cannot use: try again later.
+    /// Unreachable, timed out, 5xx, 408/429, or an answer we cannot use: try again
+    /// later, the session is kept.
     #[error("refresh failed: {0}")]
     Unavailable(String),
 }
@@ -47,17 +57,18 @@ pub async fn refresh_tokens(
         .client
         .exchange_refresh_token(&refresh_token)
         .map_err(|e| RefreshError::Unavailable(format!("provider has no token endpoint: {e}")))?;
-    let answer = request.request_async(http).await.map_err(|e| match e {
-        RequestTokenError::ServerResponse(r)
-            if *r.error() == CoreErrorResponseType::InvalidGrant =>
-        {
-            RefreshError::GrantRevoked
+    let observed = Observed {
+        http,
+        answer: RefCell::new(None),
+    };
+    let result = request.request_async(&observed).await;
+    let answer = match result {
+        Ok(answer) => answer,
+        Err(e) => {
+            let seen = observed.answer.borrow_mut().take();
+            return Err(classify(seen, &e, current.expose()));
         }
-        RequestTokenError::ServerResponse(r) => {
-            RefreshError::Unavailable(format!("token endpoint answered {}", r.error()))
-        }
-        other => RefreshError::Unavailable(error_chain(&other)),
-    })?;
+    };
     if *answer.token_type() != CoreTokenType::Bearer {
         return Err(RefreshError::Unavailable(format!(
             "token_type {:?} is not Bearer",
@@ -70,4 +81,111 @@ pub async fn refresh_tokens(
         scope: fresh.scope.or_else(|| tokens.scope.clone()),
         ..fresh
     })
+}
+
+/// A failed refresh by what the provider sent: any 4xx (but 408 and 429, which
+/// mean "later") refuses the grant, whether its body is an OAuth error or not;
+/// everything else (no answer, a timeout, 5xx, an unusable 2xx) is an outage.
+fn classify<E: std::error::Error>(
+    seen: Option<(u16, Vec<u8>)>,
+    error: &E,
+    refresh_token: &str,
+) -> RefreshError {
+    match seen {
+        Some((status, body)) if (400..500).contains(&status) && status != 408 && status != 429 => {
+            RefreshError::Refused {
+                detail: format!("HTTP {status}: {}", excerpt(&body, refresh_token)),
+            }
+        }
+        _ => RefreshError::Unavailable(error_chain(error)),
+    }
+}
+
+/// The start of a provider's answer, fit for a log line: printable, short, and
+/// without the refresh token should the provider echo it.
+fn excerpt(body: &[u8], refresh_token: &str) -> String {
+    let text = String::from_utf8_lossy(body).replace(refresh_token, "[redacted]");
+    let printable: String = text
+        .chars()
+        .map(|c| if c.is_control() { ' ' } else { c })
+        .take(200)
+        .collect();
+    match printable.trim() {
+        "" => "empty body".into(),
+        t => t.to_string(),
+    }
+}
+
+/// The provider's HTTP client, noting the status and body of the answer so that a
+/// failed refresh can be judged by what the provider actually sent.
+struct Observed<'a> {
+    http: &'a OidcHttp,
+    answer: RefCell<Option<(u16, Vec<u8>)>>,
+}
+
+impl<'c> openidconnect::AsyncHttpClient<'c> for Observed<'_> {
+    type Error = HttpError;
+    type Future =
+        Pin<Box<dyn Future<Output = Result<openidconnect::HttpResponse, HttpError>> + 'c>>;
+
+    fn call(&'c self, request: openidconnect::HttpRequest) -> Self::Future {
+        Box::pin(async move {
+            let response = self.http.call_raw(request).await?;
+            *self.answer.borrow_mut() = Some((response.status().as_u16(), response.body().clone()));
+            server_error_as_unavailable(response)
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[derive(Debug, thiserror::Error)]
+    #[error("request failed")]
+    struct Failed;
+
+    fn verdict(status: Option<u16>, body: &str) -> String {
+        match classify(
+            status.map(|s| (s, body.as_bytes().to_vec())),
+            &Failed,
+            "rt-secret",
+        ) {
+            RefreshError::Refused { detail } => format!("refused: {detail}"),
+            RefreshError::Unavailable(_) => "unavailable".into(),
+            RefreshError::NoRefreshToken => "none".into(),
+        }
+    }
+
+    #[test]
+    fn a_4xx_refuses_the_grant_and_anything_else_is_an_outage() {
+        for (status, body, expected) in [
+            (
+                Some(400),
+                r#"{"error":"invalid_grant"}"#,
+                r#"refused: HTTP 400: {"error":"invalid_grant"}"#,
+            ),
+            (Some(400), "", "refused: HTTP 400: empty body"),
+            (Some(401), "Unauthorized", "refused: HTTP 401: Unauthorized"),
+            (
+                Some(403),
+                "no\nway rt-secret",
+                "refused: HTTP 403: no way [redacted]",
+            ),
+            (Some(408), "", "unavailable"),
+            (Some(429), "slow down", "unavailable"),
+            (Some(500), "", "unavailable"),
+            (Some(503), "", "unavailable"),
+            (Some(200), "not json", "unavailable"),
+            (Some(302), "", "unavailable"),
+            (None, "", "unavailable"),
+        ] {
+            assert_eq!(verdict(status, body), expected, "{status:?} {body:?}");
+        }
+        let long = "x".repeat(1000);
+        assert_eq!(
+            verdict(Some(400), &long).len(),
+            "refused: HTTP 400: ".len() + 200
+        );
+    }
 }

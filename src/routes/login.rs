@@ -2,14 +2,13 @@ use crate::error::Error;
 use crate::flows::login;
 use crate::routes::query_param;
 use crate::state::AppState;
-use crate::time::now_ms;
 use actix_web::http::header;
 use actix_web::{web, HttpRequest, HttpResponse};
 
 /// `GET /login?returnTo=/path`: starts the authorization-code flow.
 pub async fn login(req: HttpRequest, state: web::Data<AppState>) -> Result<HttpResponse, Error> {
     let return_to = query_param(&req, "returnTo");
-    let started = login::start(&state.deps(), return_to.as_deref(), now_ms()).await?;
+    let started = login::start(&state.deps(), return_to.as_deref()).await?;
     let mut res = HttpResponse::Found()
         .insert_header((header::LOCATION, started.redirect.as_str()))
         .insert_header((header::CACHE_CONTROL, "no-store"))

@@ -195,6 +195,7 @@ mod tests {
             same_site: SameSite::Lax,
             insecure_cookies: insecure,
             redis_timeout: Duration::from_secs(1),
+            allow_cookie_without_host_prefix: false,
         }
     }
 
@@ -265,5 +266,72 @@ mod tests {
         let req = request_with(c.name(), c.value());
         assert!(codec.has_login(&req, "state-a"));
         assert!(!codec.has_login(&req, "state-b"));
+    }
+
+    mod properties {
+        use super::*;
+        use actix_web::http::header::HeaderValue;
+        use proptest::prelude::*;
+
+        fn codec() -> CookieCodec {
+            CookieCodec::new(&settings(&[&[5u8; 32]], false))
+        }
+
+        fn with_cookie_header(value: HeaderValue) -> HttpRequest {
+            TestRequest::default()
+                .insert_header(("cookie", value))
+                .to_http_request()
+        }
+
+        proptest! {
+            #[test]
+            fn a_session_reference_decodes_only_from_its_own_encoding(value in any::<String>()) {
+                if let Some(r) = SessionRef::decode(&value) {
+                    prop_assert_eq!(r.encode(), value);
+                }
+            }
+
+            #[test]
+            fn arbitrary_cookie_values_are_no_session(value in "[ -~]{0,600}") {
+                let codec = codec();
+                let req = with_cookie_header(
+                    HeaderValue::from_str(&format!("__Host-spa-bff={value}")).unwrap(),
+                );
+                prop_assert_eq!(codec.read_session(&req), None);
+            }
+
+            #[test]
+            fn arbitrary_cookie_headers_are_no_session(bytes in prop::collection::vec(any::<u8>(), 0..600)) {
+                if let Ok(value) = HeaderValue::from_bytes(&bytes) {
+                    prop_assert_eq!(codec().read_session(&with_cookie_header(value)), None);
+                }
+            }
+
+            #[test]
+            fn an_altered_real_cookie_is_no_session(
+                at in any::<prop::sample::Index>(),
+                replacement in "[A-Za-z0-9_%=-]",
+                cut in any::<bool>(),
+            ) {
+                let codec = codec();
+                let reference = SessionRef::generate();
+                let real = codec
+                    .session_cookie(&reference, Duration::from_secs(60))
+                    .value()
+                    .to_string();
+                let i = at.index(real.len());
+                let altered = if cut {
+                    real[..i].to_string()
+                } else {
+                    format!("{}{replacement}{}", &real[..i], &real[i + 1..])
+                };
+                let read = codec.read_session(&request_with("__Host-spa-bff", &altered));
+                if altered == real {
+                    prop_assert_eq!(read, Some(reference));
+                } else {
+                    prop_assert_eq!(read, None);
+                }
+            }
+        }
     }
 }

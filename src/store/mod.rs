@@ -45,6 +45,17 @@ pub enum UpdateOutcome {
     Gone,
 }
 
+/// What [`Store::end_session_if_unchanged`] did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum EndOutcome {
+    /// The session was as read, and is gone now.
+    Ended,
+    /// Someone rewrote it since it was read (newer tokens): it was kept.
+    Changed,
+    /// It did not exist any more.
+    Gone,
+}
+
 /// A held refresh lock; give it back with [`Store::unlock_refresh`].
 #[derive(Debug)]
 pub struct RefreshLock {
@@ -93,6 +104,11 @@ pub trait Store {
     /// Ends a session: deletes it and its index entries.
     async fn end_session(&self, session: &LoadedSession) -> Result<(), Error>;
 
+    /// Ends the session only if nobody rewrote it since `session` was read (a
+    /// compare-and-delete on its version): a refresh refused by the provider must not
+    /// end a session another refresh has just saved newer tokens into.
+    async fn end_session_if_unchanged(&self, session: &LoadedSession) -> Result<EndOutcome, Error>;
+
     /// Deletes a session known only by its reference (a login replacing it).
     /// Deleting a missing session is not an error.
     async fn delete_session(&self, reference: &SessionRef) -> Result<(), Error>;
@@ -122,6 +138,9 @@ pub trait Store {
     /// Records that the back-channel logout token `jti` was used; `false` when it
     /// was already recorded within `window` (a replay).
     async fn mark_logout_token_used(&self, jti: &str, window: Duration) -> Result<bool, Error>;
+
+    /// Whether the back-channel logout token `jti` was recorded as used.
+    async fn logout_token_used(&self, jti: &str) -> Result<bool, Error>;
 
     /// Whether the store answers right now.
     async fn ping(&self) -> Result<(), Error>;

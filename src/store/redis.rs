@@ -11,13 +11,13 @@
 
 use super::connection::RedisHandle;
 use super::keys::{Keys, LOGIN_DOMAIN};
-use super::{LoadedSession, LogoutScope, RefreshLock, Store, UpdateOutcome};
+use super::{EndOutcome, LoadedSession, LogoutScope, RefreshLock, Store, UpdateOutcome};
 use crate::error::Error;
 use crate::session::crypto::{open, random_token, seal};
 use crate::session::{ExpiryPolicy, LoginState, SessionRecord, SessionRef};
 use crate::time::UnixMs;
 use redis::Script;
-use std::sync::LazyLock;
+use std::sync::{Arc, LazyLock};
 use std::time::Duration;
 
 /// Moves `seen` forward and re-arms the TTL, only if the session still exists.
@@ -48,6 +48,18 @@ static UPDATE: LazyLock<Script> = LazyLock::new(|| {
     )
 });
 
+/// Deletes the session only if `ver` is still the one the caller read.
+/// 1: deleted, 0: someone else rewrote it first, -1: the session is gone.
+static END_IF_UNCHANGED: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(
+        r"if redis.call('EXISTS', KEYS[1]) == 0 then return -1 end
+          local ver = redis.call('HGET', KEYS[1], 'ver') or '0'
+          if ver ~= ARGV[1] then return 0 end
+          redis.call('DEL', KEYS[1])
+          return 1",
+    )
+});
+
 /// Deletes a lock only if it still holds the caller's token.
 static UNLOCK: LazyLock<Script> = LazyLock::new(|| {
     Script::new(
@@ -58,8 +70,11 @@ static UNLOCK: LazyLock<Script> = LazyLock::new(|| {
     )
 });
 
+/// Cheap to clone: clones share one connection (a background save outlives the
+/// request that started it).
+#[derive(Clone)]
 pub struct RedisStore {
-    redis: RedisHandle,
+    redis: Arc<RedisHandle>,
     keys: Keys,
     expiry: ExpiryPolicy,
 }
@@ -67,10 +82,24 @@ pub struct RedisStore {
 impl RedisStore {
     pub fn new(redis: RedisHandle, prefix: impl Into<String>, expiry: ExpiryPolicy) -> Self {
         Self {
-            redis,
+            redis: Arc::new(redis),
             keys: Keys::new(prefix),
             expiry,
         }
+    }
+
+    /// Removes a session's storage id from its index sets.
+    async fn unindex(&self, id: &str, record: &SessionRecord) -> Result<(), Error> {
+        let indexes = self.index_keys(record);
+        self.redis
+            .run(|mut c| async move {
+                let mut pipe = redis::pipe();
+                for index in &indexes {
+                    pipe.cmd("SREM").arg(index).arg(id).ignore();
+                }
+                pipe.query_async::<()>(&mut c).await
+            })
+            .await
     }
 
     /// The index sets `record` belongs to: its user's, and its provider session's.
@@ -286,6 +315,33 @@ impl Store for RedisStore {
             .await
     }
 
+    async fn end_session_if_unchanged(&self, session: &LoadedSession) -> Result<EndOutcome, Error> {
+        let id = session.reference.storage_id();
+        let key = self.keys.session(&id);
+        let expected = session.version;
+        let outcome = self
+            .redis
+            .run(|mut c| async move {
+                END_IF_UNCHANGED
+                    .key(&key)
+                    .arg(expected)
+                    .invoke_async::<i64>(&mut c)
+                    .await
+            })
+            .await?;
+        Ok(match outcome {
+            1 => {
+                // The index sets live in other Cluster slots; a stale entry is harmless.
+                if let Err(e) = self.unindex(&id, &session.record).await {
+                    tracing::warn!("ended session left in its index sets: {e}");
+                }
+                EndOutcome::Ended
+            }
+            0 => EndOutcome::Changed,
+            _ => EndOutcome::Gone,
+        })
+    }
+
     async fn delete_session(&self, reference: &SessionRef) -> Result<(), Error> {
         let key = self.keys.session(&reference.storage_id());
         self.redis
@@ -359,7 +415,9 @@ impl Store for RedisStore {
         ttl: Duration,
     ) -> Result<(), Error> {
         let key = self.keys.login(state);
-        let plain = serde_json::to_vec(login).map_err(|e| Error::Internal(e.to_string()))?;
+        let plain = login
+            .encode()
+            .ok_or_else(|| Error::Internal("login state fields too long".into()))?;
         let blob = seal(state.as_bytes(), LOGIN_DOMAIN, &plain, key.as_bytes());
         let ttl_ms = ttl.as_millis() as u64;
         self.redis
@@ -386,11 +444,20 @@ impl Store for RedisStore {
             .await?;
         Ok(blob
             .and_then(|b| open(state.as_bytes(), LOGIN_DOMAIN, &b, key.as_bytes()))
-            .and_then(|p| serde_json::from_slice(&p).ok()))
+            .and_then(|p| LoginState::decode(&p)))
     }
 
     async fn mark_logout_token_used(&self, jti: &str, window: Duration) -> Result<bool, Error> {
         self.set_nx(&self.keys.logout_token(jti), "1", window).await
+    }
+
+    async fn logout_token_used(&self, jti: &str) -> Result<bool, Error> {
+        let key = self.keys.logout_token(jti);
+        let exists: i64 = self
+            .redis
+            .run(|mut c| async move { redis::cmd("EXISTS").arg(&key).query_async(&mut c).await })
+            .await?;
+        Ok(exists == 1)
     }
 
     async fn ping(&self) -> Result<(), Error> {

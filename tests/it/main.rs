@@ -1,6 +1,7 @@
 mod support;
 
 mod provider;
+mod refresh;
 
 mod backchannel;
 mod bench;

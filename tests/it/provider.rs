@@ -6,7 +6,9 @@ use std::sync::{Arc, Mutex};
 use actix_web::{web, App, HttpResponse, HttpServer};
 use serde_json::{json, Value};
 
-use crate::support::flow::{authorize_request, exchange_code, login, refresh, token_request};
+use crate::support::flow::{
+    authorize_request, exchange_code, is_active, login, refresh, token_request,
+};
 use crate::support::{
     self, free_port, http_client, jwt_claims, query_param, shared_provider, with_query, Browser,
     Provider, ProviderOptions, RedisServer,
@@ -412,14 +414,58 @@ async fn rp_initiated_logout_sends_back_channel_logout_to_loopback_and_revokes()
         .get("http://schemas.openid.net/event/backchannel-logout")
         .is_some());
 
-    // Logging out at the provider revoked the grant (no offline_access without prompt=consent).
-    let (status, err) = refresh(op, &client, tokens["refresh_token"].as_str().unwrap()).await;
+    // Logging out at the provider revoked the grant (no offline_access without prompt=consent):
+    // the provider says so itself, before anyone used the token (one refresh below then
+    // proves it too: a first use fails only for a revoked token).
+    let rt = tokens["refresh_token"].as_str().unwrap();
+    assert!(!is_active(op, &client, rt).await, "refresh token revoked");
+    let (status, err) = refresh(op, &client, rt).await;
     assert_eq!(
         (status, err["error"].as_str()),
         (400, Some("invalid_grant")),
         "{err}"
     );
     server.stop(false).await;
+}
+
+#[actix_web::test]
+async fn introspection_tells_a_live_refresh_token_from_a_revoked_or_rotated_one() {
+    support::init();
+    let op = shared_provider();
+    let (client, tokens) = login(op, "rita", "openid", &[]).await;
+    let rt1 = tokens["refresh_token"].as_str().unwrap().to_owned();
+    assert!(
+        is_active(op, &client, &rt1).await,
+        "a fresh refresh token is active"
+    );
+    let (status, refreshed) = refresh(op, &client, &rt1).await;
+    assert_eq!(status, 200, "{refreshed}");
+    assert!(
+        !is_active(op, &client, &rt1).await,
+        "rotated: the used one is inactive"
+    );
+    let rt2 = refreshed["refresh_token"].as_str().unwrap().to_owned();
+    assert!(
+        is_active(op, &client, &rt2).await,
+        "its successor is active"
+    );
+
+    // RFC 7009 revocation over plain http (the provider runs on loopback).
+    let endpoint = op.discovery().await["revocation_endpoint"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let res = http_client()
+        .post(&endpoint)
+        .basic_auth(&client.client_id, &client.client_secret)
+        .send_form(&[
+            ("token", rt2.as_str()),
+            ("token_type_hint", "refresh_token"),
+        ])
+        .await
+        .unwrap();
+    assert_eq!(res.status().as_u16(), 200);
+    assert!(!is_active(op, &client, &rt2).await, "revoked");
 }
 
 #[actix_web::test]

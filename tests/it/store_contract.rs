@@ -6,7 +6,7 @@
 
 use spa_bff::secret::Sensitive;
 use spa_bff::session::{ExpiryPolicy, LoginState, SessionRecord, SessionRef, Tokens};
-use spa_bff::store::{LogoutScope, RedisHandle, RedisStore, Store, UpdateOutcome};
+use spa_bff::store::{EndOutcome, LogoutScope, RedisHandle, RedisStore, Store, UpdateOutcome};
 use spa_bff::time::{now_ms, UnixMs};
 use std::time::Duration;
 
@@ -54,6 +54,10 @@ macro_rules! store_contract {
             #[actix_web::test]
             async fn an_update_is_a_compare_and_set_on_the_version() {
                 checks::update_is_compare_and_set(&$factory(long_lived()).await).await;
+            }
+            #[actix_web::test]
+            async fn ending_a_session_if_unchanged_is_a_compare_and_delete_on_the_version() {
+                checks::end_if_unchanged_is_compare_and_delete(&$factory(long_lived()).await).await;
             }
             #[actix_web::test]
             async fn ending_a_session_removes_it_and_its_index_entries() {
@@ -194,6 +198,49 @@ pub mod checks {
         );
     }
 
+    pub async fn end_if_unchanged_is_compare_and_delete(store: &impl Store) {
+        let now = now_ms();
+        let reference = store
+            .create_session(&record("ivy", Some("sid-i")), now)
+            .await
+            .unwrap();
+        let read = store.load_session(&reference, now).await.unwrap().unwrap();
+        // Someone saves newer tokens after we read: ending is refused, the session stays.
+        let other = store.load_session(&reference, now).await.unwrap().unwrap();
+        let mut newer = other.record.clone();
+        newer.tokens.refresh_token = Some(Sensitive::new("rt-newer"));
+        assert_eq!(
+            store.update_session(&other, &newer).await.unwrap(),
+            UpdateOutcome::Updated
+        );
+        assert_eq!(
+            store.end_session_if_unchanged(&read).await.unwrap(),
+            EndOutcome::Changed
+        );
+        let stored = store.load_session(&reference, now).await.unwrap().unwrap();
+        assert_eq!(
+            stored.record.tokens.refresh_token,
+            Some(Sensitive::new("rt-newer"))
+        );
+        // As read: ended, with its index entries.
+        assert_eq!(
+            store.end_session_if_unchanged(&stored).await.unwrap(),
+            EndOutcome::Ended
+        );
+        assert!(store.load_session(&reference, now).await.unwrap().is_none());
+        assert_eq!(
+            store
+                .end_sessions_of(LogoutScope::ProviderSession("sid-i"))
+                .await
+                .unwrap(),
+            0
+        );
+        assert_eq!(
+            store.end_session_if_unchanged(&stored).await.unwrap(),
+            EndOutcome::Gone
+        );
+    }
+
     pub async fn end_removes_session_and_indexes(store: &impl Store) {
         let now = now_ms();
         let reference = store
@@ -297,10 +344,9 @@ pub mod checks {
     pub async fn pending_login(store: &impl Store) {
         let state = support::random_string(32);
         let login = LoginState {
-            nonce: "n-1".into(),
-            pkce_verifier: "v-1".into(),
+            nonce: support::random_string(32),
+            pkce_verifier: support::random_string(32),
             return_to: "/orders/7".into(),
-            created_at: 42,
         };
         store
             .save_login(&state, &login, Duration::from_secs(60))
@@ -312,14 +358,7 @@ pub mod checks {
             .unwrap()
             .is_none());
         let taken = store.take_login(&state).await.unwrap().expect("saved");
-        assert_eq!(
-            (taken.nonce.as_str(), taken.pkce_verifier.as_str()),
-            ("n-1", "v-1")
-        );
-        assert_eq!(
-            (taken.return_to.as_str(), taken.created_at),
-            ("/orders/7", 42)
-        );
+        assert_eq!(taken, login);
         assert!(
             store.take_login(&state).await.unwrap().is_none(),
             "one-time"
@@ -336,7 +375,10 @@ pub mod checks {
 
     pub async fn logout_token_replay(store: &impl Store) {
         let window = Duration::from_secs(60);
+        assert!(!store.logout_token_used("jti-1").await.unwrap());
         assert!(store.mark_logout_token_used("jti-1", window).await.unwrap());
+        assert!(store.logout_token_used("jti-1").await.unwrap());
+        assert!(!store.logout_token_used("jti-2").await.unwrap());
         assert!(!store.mark_logout_token_used("jti-1", window).await.unwrap());
         assert!(store.mark_logout_token_used("jti-2", window).await.unwrap());
         let short = Duration::from_millis(200);

@@ -31,7 +31,9 @@
 // - Storage: the default in-memory adapter is an LRU of 1000 entries (grants get evicted in long
 //   runs); MapAdapter below is an unbounded Map honouring expiresIn, with a grant index for revocation.
 // - Only response_type=code. The built-in HTML pages lose their web-font @import (no internet here).
-// - /__test/* admin routes live on the same server, in front of provider.callback().
+// - /__test/* admin routes live on the same server, in front of provider.callback(): stats,
+//   reset-stats, revoke (an account's grants), delay-token (hold the next token answers of a
+//   grant type after processing them), refresh-tokens (an account's usable refresh tokens).
 // - Prints exactly one line `listening <port>` when ready; exits on SIGTERM/SIGINT and when stdin
 //   (if it is a pipe, as when spawned by the Rust tests) reaches EOF.
 import { generateKeyPairSync, randomBytes } from 'node:crypto';
@@ -221,6 +223,19 @@ provider.use(async (ctx, next) => {
 });
 provider.on('server_error', (_ctx, err) => console.error('op server_error:', err));
 
+// /__test/delay-token: hold the next answers of one grant type AFTER the grant was processed
+// (tokens rotated), so a test can act while the provider's answer is on its way.
+const tokenDelays = []; // { grantType, ms, count }
+provider.use(async (ctx, next) => {
+  await next();
+  if (ctx.method !== 'POST' || ctx.path !== '/token') return;
+  const delay = tokenDelays.find((d) => d.grantType === grantType(ctx) && d.count > 0);
+  if (delay) {
+    delay.count -= 1;
+    await new Promise((resolve) => { setTimeout(resolve, delay.ms); });
+  }
+});
+
 // Destroys every grant of an account, with all tokens issued under it.
 async function revokeAccount(sub) {
   const ids = [];
@@ -250,6 +265,25 @@ const server = createServer((req, res) => {
     return json(res, 200, { ...totals, ...stats });
   }
   if (route === 'POST /__test/reset-stats') { stats = freshStats(); return json(res, 200, {}); }
+  if (route === 'POST /__test/delay-token') {
+    tokenDelays.push({
+      grantType: url.searchParams.get('grant_type') ?? 'refresh_token',
+      ms: Number(url.searchParams.get('ms') ?? 1000),
+      count: Number(url.searchParams.get('count') ?? 1),
+    });
+    return json(res, 200, {});
+  }
+  if (route === 'GET /__test/refresh-tokens' && url.searchParams.get('sub')) {
+    // The provider's own record: refresh tokens of an account that are still usable
+    // (not revoked, not consumed by rotation, not expired). Opaque token value = its id.
+    const sub = url.searchParams.get('sub');
+    const active = [];
+    for (const key of [...store.keys()]) {
+      const payload = key.startsWith('RefreshToken:') && get(key);
+      if (payload && payload.accountId === sub && !payload.consumed) active.push(key.slice('RefreshToken:'.length));
+    }
+    return json(res, 200, { active });
+  }
   if (route === 'POST /__test/revoke' && url.searchParams.get('sub')) {
     return revokeAccount(url.searchParams.get('sub')).then((n) => json(res, 200, { revoked_grants: n }));
   }

@@ -8,6 +8,7 @@ use crate::support::{self, Browser, RegisteredClient, Resp};
 use actix_web::{web, HttpRequest, HttpResponse, HttpServer};
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine;
+use futures_util::StreamExt;
 use openidconnect::core::{
     CoreGenderClaim, CoreHmacKey, CoreJweContentEncryptionAlgorithm, CoreJwsSigningAlgorithm,
     CoreRsaPrivateSigningKey,
@@ -16,6 +17,7 @@ use openidconnect::{
     AccessToken, AdditionalClaims, IdToken, IdTokenClaims, JsonWebKeyId, PrivateSigningKey,
 };
 use serde_json::{json, Value};
+use sha2::{Digest, Sha256};
 use std::collections::HashMap;
 use std::net::TcpListener;
 use std::sync::{Arc, Mutex};
@@ -57,10 +59,51 @@ pub enum Flaw {
     MissingIssParameter,
     InvalidGrant,
     TokenEndpointDown,
+    /// `azp` present and naming another client (with our client the only audience).
+    ForeignAzp,
+    /// Not a flaw but a quirk widely used providers have (Auth0 with `profile` and
+    /// `email`): `updated_at` as an ISO-8601 string, `email_verified` as `"true"`.
+    StringTypedClaims,
+}
+
+/// How the fake answers a `refresh_token` grant.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum RefreshAnswer {
+    /// New tokens, the refresh token rotated.
+    Tokens,
+    /// `400 {"error": "invalid_grant"}`.
+    InvalidGrant,
+    /// This status with a plain-text body and no OAuth error (as some providers
+    /// answer a dead refresh token).
+    Bare(u16),
+    /// A 200 head and the start of a JSON body, then nothing.
+    StallMidBody,
+}
+
+/// An endpoint the fake can make stall mid-body.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Endpoint {
+    Discovery,
+    Userinfo,
 }
 
 pub struct FakeState {
     pub flaw: Flaw,
+    pub refresh: RefreshAnswer,
+    /// Waited before answering a refresh.
+    pub refresh_delay: std::time::Duration,
+    /// Waited before answering the JWKS.
+    pub jwks_delay: std::time::Duration,
+    /// `expires_in` of the access tokens it issues.
+    pub expires_in: u64,
+    /// How many more calls of each endpoint stall mid-body.
+    pub stalls: HashMap<Endpoint, usize>,
+    /// Requests seen, by path and grant type (`/token refresh_token`).
+    pub calls: HashMap<String, usize>,
+    /// Refresh tokens issued by refresh grants, oldest first.
+    pub issued_refresh_tokens: Vec<String>,
+    /// Tokens revoked at its RFC 7009 endpoint.
+    pub revoked: Vec<String>,
     pub issuer: String,
     /// code -> nonce
     pub codes: HashMap<String, String>,
@@ -80,13 +123,46 @@ pub fn rsa_key(pem: &str, kid: &str) -> CoreRsaPrivateSigningKey {
     CoreRsaPrivateSigningKey::from_pem(pem, Some(JsonWebKeyId::new(kid.into()))).unwrap()
 }
 
+/// Counts a call, and whether this call of `endpoint` stalls.
+fn count(state: &web::Data<Mutex<FakeState>>, call: &str, endpoint: Option<Endpoint>) -> bool {
+    let mut s = state.lock().unwrap();
+    *s.calls.entry(call.to_string()).or_default() += 1;
+    match endpoint.and_then(|e| s.stalls.get_mut(&e)) {
+        Some(n) if *n > 0 => {
+            *n -= 1;
+            true
+        }
+        _ => false,
+    }
+}
+
+/// A 200 JSON head and the first bytes of a body, then a stall (until the client
+/// gives up: the stream never ends by itself).
+fn stalled_json(start: &'static str) -> HttpResponse {
+    let first = futures_util::stream::once(async move {
+        Ok::<_, actix_web::Error>(web::Bytes::from_static(start.as_bytes()))
+    });
+    HttpResponse::Ok()
+        .content_type("application/json")
+        .streaming(first.chain(futures_util::stream::pending()))
+}
+
 async fn discovery(state: web::Data<Mutex<FakeState>>) -> HttpResponse {
+    if count(
+        &state,
+        "/.well-known/openid-configuration",
+        Some(Endpoint::Discovery),
+    ) {
+        return stalled_json("{\"issuer\": ");
+    }
     let issuer = state.lock().unwrap().issuer.clone();
     HttpResponse::Ok().json(json!({
         "issuer": issuer,
         "authorization_endpoint": format!("{issuer}/auth"),
         "token_endpoint": format!("{issuer}/token"),
         "jwks_uri": format!("{issuer}/jwks"),
+        "userinfo_endpoint": format!("{issuer}/userinfo"),
+        "revocation_endpoint": format!("{issuer}/revoke"),
         "response_types_supported": ["code"],
         "subject_types_supported": ["public"],
         "id_token_signing_alg_values_supported": ["RS256"],
@@ -95,6 +171,9 @@ async fn discovery(state: web::Data<Mutex<FakeState>>) -> HttpResponse {
 }
 
 async fn jwks(state: web::Data<Mutex<FakeState>>) -> HttpResponse {
+    count(&state, "/jwks", None);
+    let delay = state.lock().unwrap().jwks_delay;
+    actix_web::rt::time::sleep(delay).await;
     let key = state.lock().unwrap().key.as_verification_key();
     HttpResponse::Ok().json(json!({ "keys": [key] }))
 }
@@ -119,10 +198,70 @@ async fn authorize(req: HttpRequest, state: web::Data<Mutex<FakeState>>) -> Http
         .finish()
 }
 
+async fn userinfo(state: web::Data<Mutex<FakeState>>) -> HttpResponse {
+    if count(&state, "/userinfo", Some(Endpoint::Userinfo)) {
+        return stalled_json("{\"sub\": ");
+    }
+    HttpResponse::Ok().json(json!({ "sub": "fake-user", "email": "fake@example.test" }))
+}
+
+/// RFC 7009: records the token (any client authentication is accepted).
+async fn revoke(
+    form: web::Form<HashMap<String, String>>,
+    state: web::Data<Mutex<FakeState>>,
+) -> HttpResponse {
+    if let Some(token) = form.get("token") {
+        state.lock().unwrap().revoked.push(token.clone());
+    }
+    HttpResponse::Ok().finish()
+}
+
+/// The refresh grant: new tokens, or the configured misbehaviour.
+async fn refresh(
+    form: &HashMap<String, String>,
+    state: &web::Data<Mutex<FakeState>>,
+) -> HttpResponse {
+    count(state, "/token refresh_token", None);
+    let (answer, delay) = {
+        let s = state.lock().unwrap();
+        (s.refresh, s.refresh_delay)
+    };
+    actix_web::rt::time::sleep(delay).await;
+    match answer {
+        RefreshAnswer::InvalidGrant => {
+            HttpResponse::BadRequest().json(json!({ "error": "invalid_grant" }))
+        }
+        RefreshAnswer::Bare(status) => {
+            HttpResponse::build(actix_web::http::StatusCode::from_u16(status).unwrap())
+                .content_type("text/plain")
+                .body(if status == 400 { "" } else { "Unauthorized" })
+        }
+        RefreshAnswer::StallMidBody => stalled_json("{\"access_token\": \"fake-at-"),
+        RefreshAnswer::Tokens => {
+            if !form.contains_key("refresh_token") {
+                return HttpResponse::BadRequest().json(json!({ "error": "invalid_request" }));
+            }
+            let mut s = state.lock().unwrap();
+            let refresh_token = format!("fake-rt-{}", support::random_string(16));
+            s.issued_refresh_tokens.push(refresh_token.clone());
+            HttpResponse::Ok().json(json!({
+                "access_token": format!("fake-at-{}", support::random_string(16)),
+                "token_type": "Bearer",
+                "expires_in": s.expires_in,
+                "refresh_token": refresh_token,
+            }))
+        }
+    }
+}
+
 async fn token(
     form: web::Form<HashMap<String, String>>,
     state: web::Data<Mutex<FakeState>>,
 ) -> HttpResponse {
+    if form.get("grant_type").map(String::as_str) == Some("refresh_token") {
+        return refresh(&form, &state).await;
+    }
+    count(&state, "/token authorization_code", None);
     let mut s = state.lock().unwrap();
     match s.flaw {
         Flaw::TokenEndpointDown => return HttpResponse::BadGateway().body("upstream down"),
@@ -139,7 +278,7 @@ async fn token(
     let mut body = json!({
         "access_token": access_token,
         "token_type": if s.flaw == Flaw::NotBearer { "mac" } else { "Bearer" },
-        "expires_in": 300,
+        "expires_in": s.expires_in,
         "refresh_token": format!("fake-rt-{}", support::random_string(16)),
         "scope": "openid profile",
     });
@@ -178,6 +317,17 @@ fn id_token(s: &FakeState, nonce: &str, access_token: &str) -> String {
             claims["exp"] = json!(t + 7200);
         }
         Flaw::WrongNonce => claims["nonce"] = json!("not-the-nonce"),
+        Flaw::ForeignAzp => claims["azp"] = json!("another-client"),
+        Flaw::StringTypedClaims => {
+            claims["updated_at"] = json!("2024-01-01T00:00:00.000Z");
+            claims["email"] = json!("fake@example.test");
+            claims["email_verified"] = json!("true");
+            // openidconnect's own claim types would write them back as a number and a
+            // boolean: sign the JSON as it is.
+            let digest = Sha256::digest(access_token.as_bytes());
+            claims["at_hash"] = json!(URL_SAFE_NO_PAD.encode(&digest[..16]));
+            return sign_jwt(&claims, KEY_PEM, KID, "JWT");
+        }
         _ => {}
     }
     let claims: IdTokenClaims<SidClaim, CoreGenderClaim> =
@@ -240,6 +390,14 @@ pub fn start_fake_op() -> (Arc<Mutex<FakeState>>, String) {
     let issuer = format!("http://127.0.0.1:{}", listener.local_addr().unwrap().port());
     let state = web::Data::new(Mutex::new(FakeState {
         flaw: Flaw::None,
+        refresh: RefreshAnswer::Tokens,
+        refresh_delay: std::time::Duration::ZERO,
+        jwks_delay: std::time::Duration::ZERO,
+        expires_in: 300,
+        stalls: HashMap::new(),
+        calls: HashMap::new(),
+        issued_refresh_tokens: Vec::new(),
+        revoked: Vec::new(),
         issuer: issuer.clone(),
         codes: HashMap::new(),
         sid: format!("fake-sid-{}", support::random_string(8)),
@@ -256,6 +414,8 @@ pub fn start_fake_op() -> (Arc<Mutex<FakeState>>, String) {
             .route("/jwks", web::get().to(jwks))
             .route("/auth", web::get().to(authorize))
             .route("/token", web::post().to(token))
+            .route("/userinfo", web::get().to(userinfo))
+            .route("/revoke", web::post().to(revoke))
     })
     .workers(1)
     .listen(listener)
@@ -277,7 +437,17 @@ pub async fn send_logout_token(b: &Browser, app: &TestApp, token: &str) -> Resp 
 
 /// Spawns spa-bff against a fresh fake provider.
 pub async fn app_on_fake_op() -> (Arc<Mutex<FakeState>>, String, TestApp) {
+    app_on_fake_op_with(AppOptions::default(), |_| {}).await
+}
+
+/// Like [`app_on_fake_op`], with these options (issuer and client are the fake's) and
+/// the fake prepared by `setup` before spa-bff starts.
+pub async fn app_on_fake_op_with(
+    opts: AppOptions,
+    setup: impl FnOnce(&mut FakeState),
+) -> (Arc<Mutex<FakeState>>, String, TestApp) {
     let (fake, issuer) = start_fake_op();
+    setup(&mut fake.lock().unwrap());
     let app = spawn_app_with(
         AppOptions {
             issuer: issuer.clone(),
@@ -286,10 +456,27 @@ pub async fn app_on_fake_op() -> (Arc<Mutex<FakeState>>, String, TestApp) {
                 client_secret: CLIENT_SECRET.into(),
                 metadata: Value::Null,
             }),
-            ..AppOptions::default()
+            ..opts
         },
         support::shared_provider(),
     )
     .await;
     (fake, issuer, app)
+}
+
+/// How many requests the fake saw for `call` (`/jwks`, `/token refresh_token`, ...).
+pub fn calls(fake: &Mutex<FakeState>, call: &str) -> usize {
+    fake.lock().unwrap().calls.get(call).copied().unwrap_or(0)
+}
+
+/// Logs a browser in through the fake provider.
+pub async fn fake_login(app: &TestApp) -> Browser {
+    let browser = Browser::new();
+    let authorize = app.start_login(&browser, "/").await;
+    let callback = browser.get(&authorize).await;
+    let res = browser
+        .get(&app.local(callback.location().expect("fake /auth redirects")))
+        .await;
+    assert_eq!(res.status, 302, "login through the fake: {}", res.text());
+    browser
 }

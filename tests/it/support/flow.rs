@@ -114,3 +114,27 @@ pub async fn login(
     let tokens = exchange_code(provider, &client, &base, &callback, &req).await;
     (client, tokens)
 }
+
+/// RFC 7662 introspection of `token` with `client`'s credentials: the provider's own
+/// word on whether it is still active (`{"active": false}` once revoked, consumed by
+/// rotation, or expired).
+pub async fn introspect(provider: &Provider, client: &RegisteredClient, token: &str) -> Value {
+    let endpoint = provider.discovery().await["introspection_endpoint"]
+        .as_str()
+        .expect("the test provider introspects")
+        .to_owned();
+    let mut res = http_client()
+        .post(&endpoint)
+        .basic_auth(&client.client_id, &client.client_secret)
+        .send_form(&[("token", token)])
+        .await
+        .expect("introspection request");
+    let body: Value = res.json().await.expect("introspection answers JSON");
+    assert_eq!(res.status().as_u16(), 200, "introspection: {body}");
+    body
+}
+
+/// Whether the provider still considers `token` active.
+pub async fn is_active(provider: &Provider, client: &RegisteredClient, token: &str) -> bool {
+    introspect(provider, client, token).await["active"] == Value::Bool(true)
+}

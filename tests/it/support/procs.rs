@@ -434,6 +434,37 @@ impl Provider {
         body["revoked_grants"].as_u64().unwrap_or(0)
     }
 
+    /// Holds the provider's next `count` answers to `grant_type` token requests for
+    /// `ms` after processing them (the tokens are already rotated when the hold starts).
+    pub async fn delay_token_answers(&self, grant_type: &str, ms: u64, count: u32) {
+        let path = format!(
+            "/__test/delay-token?{}",
+            super::form_encode(&[
+                ("grant_type", grant_type),
+                ("ms", &ms.to_string()),
+                ("count", &count.to_string()),
+            ])
+        );
+        let (status, body) = self.send("POST", &path, None).await;
+        assert_eq!(status, 200, "delay-token: {body}");
+    }
+
+    /// The refresh tokens of account `sub` the provider would still accept (not
+    /// revoked, not consumed by rotation, not expired), from its own store.
+    pub async fn usable_refresh_tokens(&self, sub: &str) -> Vec<String> {
+        let path = format!(
+            "/__test/refresh-tokens?{}",
+            super::form_encode(&[("sub", sub)])
+        );
+        let body = self.get_json(&path).await;
+        body["active"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|v| v.as_str().unwrap().to_string())
+            .collect()
+    }
+
     async fn get_json(&self, path: &str) -> Value {
         let (status, body) = self.send("GET", path, None).await;
         assert_eq!(status, 200, "GET {path}: {body}");
