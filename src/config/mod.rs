@@ -35,7 +35,7 @@ pub use oidc::{ClientAuth, OidcSettings};
 pub use proxy::ProxySettings;
 pub use reader::KeyKind;
 pub use routes::{RouteSettings, TokenRequirement};
-pub use server::ServerSettings;
+pub use server::{Cidr, ServerSettings};
 pub use session::{KeyMaterial, SameSite, SessionSettings};
 
 use reader::Reader;
