@@ -13,7 +13,6 @@ use actix_web::body::{EitherBody, MessageBody};
 use actix_web::dev::{ServiceRequest, ServiceResponse};
 use actix_web::http::header::HeaderMap;
 use actix_web::middleware::Next;
-use actix_web::HttpResponse;
 
 /// The bytes of a header section as counted against `server.max_header_bytes`.
 pub fn header_bytes(headers: &HeaderMap) -> u64 {
@@ -32,8 +31,8 @@ pub async fn limit_headers(
         .app_data::<Edge>()
         .map_or(u64::MAX, |e| e.max_header_bytes);
     if header_bytes(req.headers()) > limit {
-        let res = HttpResponse::from_error(Error::HeadersTooLarge { limit });
-        return Ok(req.into_response(res).map_into_right_body());
+        let res = req.error_response(Error::HeadersTooLarge { limit });
+        return Ok(res.map_into_right_body());
     }
     Ok(next.call(req).await?.map_into_left_body())
 }

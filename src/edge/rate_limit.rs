@@ -16,7 +16,6 @@ use crate::time::{now_ms, UnixMs};
 use actix_web::body::{EitherBody, MessageBody};
 use actix_web::dev::{ServiceRequest, ServiceResponse};
 use actix_web::middleware::Next;
-use actix_web::HttpResponse;
 use std::collections::HashMap;
 use std::net::IpAddr;
 use std::sync::Mutex;
@@ -141,8 +140,8 @@ pub async fn limit_logins(
         if let Admission::Limited { retry_after } = limiter.admit(client.ip, now_ms()) {
             tracing::warn!(client = %client.ip, "login rate limit reached");
             let retry_after_secs = retry_after.as_millis().div_ceil(1000).max(1) as u64;
-            let res = HttpResponse::from_error(Error::TooManyRequests { retry_after_secs });
-            return Ok(req.into_response(res).map_into_right_body());
+            let res = req.error_response(Error::TooManyRequests { retry_after_secs });
+            return Ok(res.map_into_right_body());
         }
     }
     Ok(next.call(req).await?.map_into_left_body())

@@ -5,6 +5,7 @@ mod provider;
 mod backchannel;
 mod bench;
 mod demo_api;
+mod edge;
 mod fake_op;
 mod layers;
 mod login;

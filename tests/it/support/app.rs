@@ -26,6 +26,8 @@ pub struct AppOptions {
     pub insecure_cookies: bool,
     pub static_dir: Option<String>,
     pub extra_toml: String,
+    /// More `[server]` keys (the edge limits).
+    pub server_toml: String,
     /// Register a client at the provider (off for a provider that is not up yet).
     pub register: bool,
     /// Use this client instead of registering one (a provider's static client).
@@ -60,6 +62,7 @@ impl AppOptions {
             insecure_cookies: true,
             static_dir: None,
             extra_toml: String::new(),
+            server_toml: String::new(),
             register: false,
             client: None,
             port: None,
@@ -171,7 +174,7 @@ pub fn settings_toml(
 listen = "127.0.0.1:0"
 public_url = "{public_url}"
 workers = 2
-{static_dir}
+{static_dir}{server}
 [oidc]
 issuer = "{issuer}"
 client_id = "{client_id}"
@@ -198,6 +201,7 @@ redis_timeout = "1s"
         absolute = opts.absolute_timeout,
         insecure = opts.insecure_cookies,
         extra = opts.extra_toml,
+        server = opts.server_toml,
     )
 }
 
