@@ -68,6 +68,11 @@ impl App {
                 .wrap(from_fn(trace_requests))
                 .wrap(from_fn(identify_client))
         })
+        // A client that closes its connection is gone: drop its request at once, so a
+        // long-lived upstream response (an event stream) releases its upstream
+        // connection instead of holding it until the upstream next writes. Browsers
+        // never half-close a connection while waiting for an answer.
+        .h1_allow_half_closed(false)
         .listen(listener)?
         .shutdown_timeout(10);
         if let Some(n) = workers {

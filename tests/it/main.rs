@@ -9,6 +9,7 @@ mod edge;
 mod fake_op;
 mod layers;
 mod login;
+mod long_lived;
 mod proxy;
 mod resilience;
 mod serving;

@@ -277,10 +277,16 @@ pub async fn send_logout_token(b: &Browser, app: &TestApp, token: &str) -> Resp 
 
 /// Spawns spa-bff against a fresh fake provider.
 pub async fn app_on_fake_op() -> (Arc<Mutex<FakeState>>, String, TestApp) {
+    app_on_fake_op_with(String::new()).await
+}
+
+/// Like [`app_on_fake_op`], with more configuration (e.g. `[[routes]]`).
+pub async fn app_on_fake_op_with(extra_toml: String) -> (Arc<Mutex<FakeState>>, String, TestApp) {
     let (fake, issuer) = start_fake_op();
     let app = spawn_app_with(
         AppOptions {
             issuer: issuer.clone(),
+            extra_toml,
             client: Some(RegisteredClient {
                 client_id: CLIENT_ID.into(),
                 client_secret: CLIENT_SECRET.into(),

@@ -91,6 +91,8 @@ impl Upstream {
         })
         .max_connections(100_000)
         .backlog(4096)
+        // A peer that closes is gone (so `/stream` notices spa-bff letting go).
+        .h1_allow_half_closed(false)
         .workers(1)
         .listen(listener)
         .unwrap()
