@@ -130,8 +130,9 @@ mod tests {
     fn the_client_is_the_rightmost_hop_that_is_not_a_trusted_proxy() {
         let lb = ["10.0.0.0/8", "2001:db8::/32"].map(|c| Cidr::parse(c).unwrap());
         let none: [Cidr; 0] = [];
-        // (trusted, peer, X-Forwarded-For headers, client, outgoing X-Forwarded-For)
-        let cases: &[(&[Cidr], &str, &[&str], &str, &str)] = &[
+        /// (trusted, peer, X-Forwarded-For headers, client, outgoing X-Forwarded-For)
+        type Case<'a> = (&'a [Cidr], &'a str, &'a [&'a str], &'a str, &'a str);
+        let cases: &[Case] = &[
             // Nobody trusted: the peer is the client, whatever it claims.
             (&none, "203.0.113.9", &[], "203.0.113.9", "203.0.113.9"),
             (
