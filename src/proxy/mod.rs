@@ -326,8 +326,9 @@ impl OutgoingBody {
     }
 }
 
-/// Phase 1: CSRF header, method allow-list, path. Returns the path after the
-/// prefix (or the whole path when the route keeps the prefix).
+/// Phase 1: CSRF header, method allow-list, an unambiguous path, a declared body
+/// within `max_body`. Returns the path after the prefix (or the whole path when the
+/// route keeps the prefix).
 fn check_request(
     req: &HttpRequest,
     state: &AppState,

@@ -26,7 +26,8 @@ pub struct AppOptions {
     pub insecure_cookies: bool,
     pub static_dir: Option<String>,
     pub extra_toml: String,
-    /// More `[server]` keys (the edge limits).
+    /// More `[server]` keys (the edge limits). The default lifts the login rate limit:
+    /// every test browser logs in from 127.0.0.1 (tests of the limit set their own).
     pub server_toml: String,
     /// Register a client at the provider (off for a provider that is not up yet).
     pub register: bool,
@@ -62,7 +63,7 @@ impl AppOptions {
             insecure_cookies: true,
             static_dir: None,
             extra_toml: String::new(),
-            server_toml: String::new(),
+            server_toml: "login_rate_limit = 100000\nlogin_rate_burst = 100000\n".into(),
             register: false,
             client: None,
             port: None,
