@@ -40,6 +40,15 @@ fn session_cookie(app: &TestApp, browser: &Browser) -> String {
     )
 }
 
+/// A new browser holding `browser`'s session cookie: after a pause of several seconds
+/// the old one's pooled connection may be closing (keep-alive) just as it is reused.
+fn same_session(app: &TestApp, browser: &Browser) -> Browser {
+    let fresh = Browser::new();
+    let value = app.session_cookie(browser).expect("session cookie");
+    fresh.set_cookie(&app.url, &app.cookie_name, &value);
+    fresh
+}
+
 /// An awc client without a connection limit or timeouts (the tests bound their waits).
 fn unlimited_client() -> awc::Client {
     support::init();
@@ -186,7 +195,7 @@ async fn a_tunnel_closes_when_its_session_reaches_the_idle_timeout() {
         "tunnel closed {:?} after the session's idle expiry",
         closed.saturating_sub(Duration::from_secs(3))
     );
-    assert_eq!(app.user(&browser).await.status, 401);
+    assert_eq!(app.user(&same_session(&app, &browser)).await.status, 401);
 }
 
 #[actix_web::test]
@@ -221,7 +230,7 @@ async fn a_quiet_tunnel_is_closed_on_both_sides_after_its_idle_limit() {
     )
     .await;
     // The session itself is untouched.
-    assert_eq!(app.user(&browser).await.status, 200);
+    assert_eq!(app.user(&same_session(&app, &browser)).await.status, 200);
 }
 
 // ---------------------------------------------------------------------------------------
