@@ -1,6 +1,9 @@
 //! Builds the HTTP server: shared state, middleware, the route table.
 
 use crate::config::Settings;
+use crate::edge::client::identify_client;
+use crate::edge::head::limit_headers;
+use crate::edge::Edge;
 use crate::error::render_errors;
 use crate::flows::refresh::RefreshFlights;
 use crate::oidc::ProviderHandle;
@@ -41,14 +44,20 @@ impl App {
 
         let workers = settings.server.workers;
         let flights = Arc::new(RefreshFlights::default());
-        let shared = (settings.clone(), provider.clone(), flights);
+        let edge = Edge::new(&settings);
+        let shared = (settings.clone(), provider.clone(), flights, edge);
         let mut server = HttpServer::new(move || {
-            let (settings, provider, flights) = shared.clone();
+            let (settings, provider, flights, edge) = shared.clone();
             let configure = routes::configure(&settings);
             let state = AppState::new(settings, provider, redis.clone(), flights);
+            // Middleware, innermost first: the head-size limit answers with an error
+            // that render_errors turns into a page for navigations; identify_client is
+            // outermost so that the request span already knows the client.
             actix_web::App::new()
                 .app_data(web::Data::new(state))
+                .app_data(edge)
                 .configure(configure)
+                .wrap(from_fn(limit_headers))
                 .wrap(from_fn(render_errors))
                 .wrap(
                     DefaultHeaders::new()
@@ -57,7 +66,13 @@ impl App {
                         .add(("X-Frame-Options", "DENY")),
                 )
                 .wrap(from_fn(trace_requests))
+                .wrap(from_fn(identify_client))
         })
+        // A client that closes its connection is gone: drop its request at once, so a
+        // long-lived upstream response (an event stream) releases its upstream
+        // connection instead of holding it until the upstream next writes. Browsers
+        // never half-close a connection while waiting for an answer.
+        .h1_allow_half_closed(false)
         .listen(listener)?
         .shutdown_timeout(10);
         if let Some(n) = workers {

@@ -33,6 +33,22 @@ pub enum Error {
     NotFound,
     #[error("{0}")]
     MethodNotAllowed(&'static str),
+    /// A proxied path that upstreams could read in more than one way (encoded `/`,
+    /// dot segments, `;` parameters...): refused rather than guessed.
+    #[error("ambiguous request path: {0}")]
+    BadPath(&'static str),
+    /// The request body stopped arriving for longer than `server.request_body_timeout`.
+    #[error("the request body stopped arriving")]
+    BodyTimeout,
+    /// The request body is larger than this endpoint accepts.
+    #[error("the request body is too large (at most {limit} bytes)")]
+    BodyTooLarge { limit: u64 },
+    /// The request's headers are larger than `server.max_header_bytes`.
+    #[error("the request headers are too large (at most {limit} bytes)")]
+    HeadersTooLarge { limit: u64 },
+    /// The client made too many login requests; it may try again after `retry_after_secs`.
+    #[error("too many login attempts from this address; try again in {retry_after_secs} s")]
+    TooManyRequests { retry_after_secs: u64 },
     /// A proxied upstream refused the connection or failed; the detail is logged only.
     #[error("the upstream service is unavailable")]
     UpstreamUnavailable(String),
@@ -96,6 +112,11 @@ impl Error {
             Error::StoreUnavailable(_) => "store_unavailable",
             Error::NotFound => "not_found",
             Error::MethodNotAllowed(_) => "method_not_allowed",
+            Error::BadPath(_) => "bad_path",
+            Error::BodyTimeout => "request_timeout",
+            Error::BodyTooLarge { .. } => "payload_too_large",
+            Error::HeadersTooLarge { .. } => "headers_too_large",
+            Error::TooManyRequests { .. } => "rate_limited",
             Error::UpstreamUnavailable(_) => "bad_gateway",
             Error::UpstreamTimeout(_) => "gateway_timeout",
             Error::InvalidLogoutToken(_) => "invalid_request",
@@ -111,6 +132,11 @@ impl Error {
             Error::ProviderUnavailable(_) | Error::StoreUnavailable(_) => "Temporarily unavailable",
             Error::NotFound => "Not found",
             Error::MethodNotAllowed(_) => "Method not allowed",
+            Error::BadPath(_) | Error::BodyTooLarge { .. } | Error::HeadersTooLarge { .. } => {
+                "Bad request"
+            }
+            Error::BodyTimeout => "Request timeout",
+            Error::TooManyRequests { .. } => "Too many requests",
             Error::UpstreamUnavailable(_) | Error::UpstreamTimeout(_) => "Service unavailable",
             Error::InvalidLogoutToken(_) => "Bad request",
             Error::Internal(_) => "Something went wrong",
@@ -177,6 +203,11 @@ impl ResponseError for Error {
             }
             Error::NotFound => StatusCode::NOT_FOUND,
             Error::MethodNotAllowed(_) => StatusCode::METHOD_NOT_ALLOWED,
+            Error::BadPath(_) => StatusCode::BAD_REQUEST,
+            Error::BodyTimeout => StatusCode::REQUEST_TIMEOUT,
+            Error::BodyTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
+            Error::HeadersTooLarge { .. } => StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
+            Error::TooManyRequests { .. } => StatusCode::TOO_MANY_REQUESTS,
             Error::UpstreamUnavailable(_) => StatusCode::BAD_GATEWAY,
             Error::UpstreamTimeout(_) => StatusCode::GATEWAY_TIMEOUT,
             Error::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
@@ -187,11 +218,18 @@ impl ResponseError for Error {
         self.log();
         let mut res = HttpResponse::build(self.status_code());
         res.insert_header((header::CACHE_CONTROL, "no-store"));
-        if matches!(
-            self,
-            Error::ProviderUnavailable(_) | Error::StoreUnavailable(_)
-        ) {
-            res.insert_header((header::RETRY_AFTER, "5"));
+        match self {
+            Error::ProviderUnavailable(_) | Error::StoreUnavailable(_) => {
+                res.insert_header((header::RETRY_AFTER, "5"));
+            }
+            Error::TooManyRequests { retry_after_secs } => {
+                res.insert_header((header::RETRY_AFTER, retry_after_secs.to_string()));
+            }
+            // The rest of the body will not be read: the connection cannot be reused.
+            Error::BodyTimeout | Error::BodyTooLarge { .. } => {
+                res.force_close();
+            }
+            _ => {}
         }
         res.json(json!({ "error": self.code(), "message": self.to_string() }))
     }

@@ -7,6 +7,7 @@
 pub mod app;
 pub mod config;
 pub mod csrf;
+pub mod edge;
 pub mod error;
 pub mod flows;
 pub mod oidc;

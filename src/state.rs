@@ -25,7 +25,9 @@ pub struct AppState {
     pub expiry: ExpiryPolicy,
     pub cookies: CookieCodec,
     /// The client for `[[routes]]` upstreams: no redirects followed, no client-wide
-    /// timeout (each route sets its own), responses not decompressed.
+    /// timeout (each route sets its own), responses not decompressed, at most
+    /// `proxy.max_upstream_connections` connections (awc's default of 100 would let a
+    /// hundred long-lived streams stall every other call).
     pub upstream: awc::Client,
     /// In-process refresh single-flight, shared by every worker.
     pub flights: Arc<RefreshFlights>,
@@ -68,6 +70,7 @@ impl AppState {
             http: OidcHttp::new(settings.oidc.http_timeout),
             cookies: CookieCodec::new(s),
             upstream: awc::Client::builder()
+                .connector(awc::Connector::new().limit(settings.proxy.max_upstream_connections))
                 .disable_redirects()
                 .disable_timeout()
                 .finish(),

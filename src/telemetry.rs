@@ -1,9 +1,11 @@
 //! Logging: a `tracing` subscriber (human-readable, or JSON with
 //! `SPA_BFF_LOG_FORMAT=json`), and a request span carrying a request id.
 //!
-//! Only the path is logged, never the query string (it carries authorization
-//! codes on /callback) nor any header value.
+//! Only the path and the client's IP (as [`crate::edge::client`] believes it) are
+//! logged, never the query string (it carries authorization codes on /callback) nor
+//! any header value.
 
+use crate::edge::client::ClientAddr;
 use actix_web::body::MessageBody;
 use actix_web::dev::{ServiceRequest, ServiceResponse};
 use actix_web::http::header::{HeaderName, HeaderValue};
@@ -57,7 +59,12 @@ pub async fn trace_requests(
 ) -> Result<ServiceResponse<impl MessageBody>, actix_web::Error> {
     let id = request_id(&req);
     req.extensions_mut().insert(RequestId(id.clone()));
-    let span = tracing::info_span!("request", method = %req.method(), path = %req.path(), request_id = %id);
+    let client = req
+        .extensions()
+        .get::<ClientAddr>()
+        .map(|c| c.ip.to_string())
+        .unwrap_or_default();
+    let span = tracing::info_span!("request", method = %req.method(), path = %req.path(), request_id = %id, client = %client);
     let started = Instant::now();
     let result = next.call(req).instrument(span.clone()).await;
     let _entered = span.enter();

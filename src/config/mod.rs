@@ -35,7 +35,7 @@ pub use oidc::{is_allowed_provider_url, ClientAuth, OidcSettings};
 pub use proxy::ProxySettings;
 pub use reader::KeyKind;
 pub use routes::{RouteSettings, TokenRequirement};
-pub use server::ServerSettings;
+pub use server::{Cidr, ServerSettings};
 pub use session::{KeyMaterial, SameSite, SessionSettings};
 
 use reader::Reader;

@@ -1,4 +1,5 @@
-//! `[proxy]`: settings shared by every `[[routes]]` entry (CSRF header, token refresh).
+//! `[proxy]`: settings shared by every `[[routes]]` entry (CSRF header, token refresh,
+//! the upstream connection pool).
 
 use super::reader::Reader;
 use actix_web::http::header::{HeaderName, HeaderValue};
@@ -22,21 +23,54 @@ pub struct ProxySettings {
     /// refresh: `oidc.http_timeout` plus the Redis commands of a refresh (see
     /// `config::checks`).
     pub refresh_lock_ttl: Duration,
+    /// `proxy.max_upstream_connections` (`SPA_BFF__PROXY__MAX_UPSTREAM_CONNECTIONS`):
+    /// connections each worker may hold open to upstreams at once, all routes together
+    /// (default 10000; 0 = no limit but the process's file descriptors). A streamed
+    /// response holds one until its body ends, a WebSocket tunnel until it closes.
+    pub max_upstream_connections: usize,
 }
 
-/// Headers that cannot serve as the CSRF header (browsers or spa-bff set them).
+/// Headers that cannot serve as the CSRF header. The CORS-safelisted request headers
+/// (Fetch standard) are the point: a cross-site page may send them without a preflight,
+/// so requiring one proves nothing. The others are set by browsers or by spa-bff itself,
+/// or page scripts may not set them at all.
 const FORBIDDEN_CSRF_HEADERS: &[&str] = &[
+    // CORS-safelisted: sent cross-site without a preflight
+    "accept",
+    "accept-language",
+    "content-language",
+    "content-type",
+    "range",
+    // set by the browser or by spa-bff; forbidden to page scripts
     "cookie",
     "authorization",
     "host",
     "origin",
     "referer",
-    "content-type",
     "content-length",
-    "accept",
     "connection",
     "transfer-encoding",
+    "expect",
+    "te",
+    "trailer",
+    "upgrade",
+    "keep-alive",
+    "via",
+    "date",
+    "dnt",
+    "forwarded",
+    "x-request-id",
 ];
+
+/// Name prefixes that cannot start the CSRF header (the browser sets `Sec-*` and
+/// `Proxy-*`; spa-bff sets the `X-Forwarded-*` headers).
+const FORBIDDEN_CSRF_PREFIXES: &[&str] = &["sec-", "proxy-", "x-forwarded-", "access-control-"];
+
+/// Whether `name` (already lower case) cannot be the CSRF header.
+fn forbidden_csrf_header(name: &str) -> bool {
+    FORBIDDEN_CSRF_HEADERS.contains(&name)
+        || FORBIDDEN_CSRF_PREFIXES.iter().any(|p| name.starts_with(p))
+}
 
 /// Reads `[proxy]`. Problems are recorded; the settings returned then hold stand-ins.
 pub(super) fn read(r: &mut Reader<'_>) -> ProxySettings {
@@ -44,11 +78,11 @@ pub(super) fn read(r: &mut Reader<'_>) -> ProxySettings {
         .string("proxy", "csrf_header")
         .unwrap_or_else(|| "X-CSRF".into());
     match HeaderName::from_bytes(csrf_header.as_bytes()) {
-        Ok(name) if !FORBIDDEN_CSRF_HEADERS.contains(&name.as_str()) => {}
+        Ok(name) if !forbidden_csrf_header(name.as_str()) => {}
         Ok(_) => r.err(
             "proxy",
             "csrf_header",
-            format!("{csrf_header:?} is a standard header; use a custom one like X-CSRF"),
+            format!("{csrf_header:?} is a standard header (browsers send some cross-site without a CORS preflight, or set them themselves); use a custom one like X-CSRF"),
         ),
         Err(_) => r.err(
             "proxy",
@@ -71,5 +105,39 @@ pub(super) fn read(r: &mut Reader<'_>) -> ProxySettings {
         csrf_value,
         refresh_skew: r.duration("proxy", "refresh_skew", "30s"),
         refresh_lock_ttl: r.duration("proxy", "refresh_lock_ttl", "30s"),
+        max_upstream_connections: r.count("proxy", "max_upstream_connections", 10_000) as usize,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::tests::minimal;
+    use super::super::Settings;
+
+    #[test]
+    fn csrf_headers_that_browsers_send_cross_site_without_a_preflight_are_refused() {
+        for name in [
+            "Accept",
+            "accept-language",
+            "Content-Language",
+            "CONTENT-TYPE",
+            "Range",
+            "Cookie",
+            "Sec-Fetch-Site",
+            "Proxy-Foo",
+            "X-Forwarded-Host",
+            "X-Request-Id",
+        ] {
+            let text = format!("{}\n[proxy]\ncsrf_header = \"{name}\"\n", minimal());
+            let errs = Settings::from_toml_str(&text).unwrap_err().0;
+            assert!(
+                errs.len() == 1 && errs[0].starts_with("proxy.csrf_header"),
+                "{name}: {errs:?}"
+            );
+        }
+        for name in ["X-CSRF", "X-Requested-With", "X-App-Csrf"] {
+            let text = format!("{}\n[proxy]\ncsrf_header = \"{name}\"\n", minimal());
+            assert!(Settings::from_toml_str(&text).is_ok(), "{name}");
+        }
     }
 }

@@ -8,7 +8,7 @@
 
 use super::source::Source;
 use super::values::{
-    describe, inner_path, type_name, Flag, HumanDuration, List, StringTable, Text,
+    describe, inner_path, type_name, ByteSize, Flag, HumanDuration, List, StringTable, Text,
 };
 use super::ENV_PREFIX;
 use figment::value::Value;
@@ -157,6 +157,35 @@ impl<'s> Reader<'s> {
             return Duration::from_secs(1);
         }
         parsed
+    }
+
+    /// A size in bytes (`65536`, `512KiB`, `10MiB`), greater than zero (1 stands in on
+    /// error).
+    pub(super) fn byte_size(&mut self, section: &str, key: &str, default: &str) -> u64 {
+        let parsed = match self.fetch::<ByteSize>(section, key, KeyKind::Value) {
+            Fetched::Value(b) => b.0,
+            Fetched::Invalid => return 1,
+            Fetched::Missing => ByteSize::parse(default).expect("defaults are valid sizes"),
+        };
+        if parsed == 0 {
+            self.err(section, key, "must be greater than zero");
+            return 1;
+        }
+        parsed
+    }
+
+    /// A whole number (`default` when missing; recorded and `default` when not one).
+    pub(super) fn count(&mut self, section: &str, key: &str, default: u64) -> u64 {
+        match self.string(section, key) {
+            None => default,
+            Some(raw) => match raw.trim().parse() {
+                Ok(n) => n,
+                Err(_) => {
+                    self.err(section, key, format!("{raw:?} is not a whole number"));
+                    default
+                }
+            },
+        }
     }
 
     /// A list: a TOML array of strings, or one string of items separated by spaces or commas.

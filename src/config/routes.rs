@@ -2,6 +2,7 @@
 //! environment cannot describe an array of tables.
 
 use super::reader::Reader;
+use super::server::is_loopback_host;
 use crate::paths;
 use std::time::Duration;
 use url::Url;
@@ -35,8 +36,23 @@ pub struct RouteSettings {
     pub timeout: Duration,
     /// `routes[].methods`: allowed methods (upper case); `None` allows all.
     pub methods: Option<Vec<String>>,
-    /// `routes[].allow_set_cookie` (default false): pass the upstream's `Set-Cookie` on.
+    /// `routes[].allow_set_cookie` (default false): pass the upstream's `Set-Cookie` on
+    /// (never one that would set or clear spa-bff's own cookies).
     pub allow_set_cookie: bool,
+    /// `routes[].max_body` (default 10MiB): the largest request body forwarded (413
+    /// beyond, judged by `Content-Length` up front and by counting a streamed body).
+    pub max_body: u64,
+    /// `routes[].allow_shared_cache` (default false): leave the upstream's
+    /// `Cache-Control` alone on responses to token-bearing requests. Off, those
+    /// responses are made `private` so that no shared cache (CDN) hands one user's
+    /// answer to another.
+    pub allow_shared_cache: bool,
+    /// `routes[].allow_plain_http` (default false): allow an `http://` upstream on a
+    /// host that is not loopback for a route that sends tokens (they travel in clear).
+    pub allow_plain_http: bool,
+    /// `routes[].websocket_idle_timeout` (default 5m): a WebSocket tunnel with no byte
+    /// in either direction for this long is closed, both sides.
+    pub websocket_idle_timeout: Duration,
 }
 
 /// Reads every `[[routes]]` entry (each with its own reader, section `routes[i]`, so its
@@ -110,6 +126,20 @@ pub(super) fn read_route(r: &mut Reader<'_>, section: &str) -> Option<RouteSetti
     let timeout = r.duration(section, "timeout", "30s");
     let methods = read_methods(r, section);
     let allow_set_cookie = r.bool(section, "allow_set_cookie", false);
+    let max_body = r.byte_size(section, "max_body", "10MiB");
+    let allow_shared_cache = r.bool(section, "allow_shared_cache", false);
+    let allow_plain_http = r.bool(section, "allow_plain_http", false);
+    let websocket_idle_timeout = r.duration(section, "websocket_idle_timeout", "5m");
+    if let Some(u) = &upstream {
+        let clear_text = u.scheme() == "http" && !is_loopback_host(u);
+        if clear_text && token != TokenRequirement::None && !allow_plain_http {
+            r.err(
+                section,
+                "upstream",
+                format!("{} is plain http on a host that is not loopback: the access token would cross the network in clear text; use https, or set allow_plain_http = true if the network is trusted", u.as_str()),
+            );
+        }
+    }
     Some(RouteSettings {
         prefix: prefix?,
         upstream: upstream?,
@@ -118,6 +148,10 @@ pub(super) fn read_route(r: &mut Reader<'_>, section: &str) -> Option<RouteSetti
         timeout,
         methods,
         allow_set_cookie,
+        max_body,
+        allow_shared_cache,
+        allow_plain_http,
+        websocket_idle_timeout,
     })
 }
 
@@ -217,6 +251,42 @@ mod tests {
         assert!(!r.allow_set_cookie);
         assert_eq!(r.timeout, Duration::from_secs(30));
         assert_eq!(r.methods, None);
+        assert_eq!(r.max_body, 10 << 20);
+        assert!(!r.allow_shared_cache);
+        assert_eq!(r.websocket_idle_timeout, Duration::from_secs(300));
+    }
+
+    #[test]
+    fn plain_http_upstreams_off_loopback_need_an_explicit_allow_for_token_routes() {
+        let route = |upstream: &str, extra: &str| {
+            let text = format!(
+                "{}\n[[routes]]\nprefix = \"/api\"\nupstream = \"{upstream}\"\n{extra}\n",
+                minimal()
+            );
+            Settings::from_toml_str(&text).err().map(|e| e.0)
+        };
+        for ok in [
+            ("https://orders.internal", ""),
+            ("http://127.0.0.1:8000", ""),
+            ("http://localhost:8000", ""),
+            ("http://[::1]:8000", ""),
+            ("http://orders.internal", "allow_plain_http = true"),
+            ("http://cdn.example.com", "token = \"none\""),
+        ] {
+            assert_eq!(route(ok.0, ok.1), None, "{ok:?}");
+        }
+        for bad in [
+            ("http://orders.internal", ""),
+            ("http://10.0.0.7:8000", "token = \"optional\""),
+        ] {
+            let errs = route(bad.0, bad.1).expect("refused");
+            assert!(
+                errs.len() == 1
+                    && errs[0].starts_with("routes[0].upstream:")
+                    && errs[0].contains("clear text"),
+                "{bad:?}: {errs:?}"
+            );
+        }
     }
 
     #[test]
@@ -275,7 +345,7 @@ upstream = "http://example.com?q=1"
 
     #[test]
     fn overlapping_route_prefixes_are_refused() {
-        let route = |p: &str| format!("[[routes]]\nprefix = \"{p}\"\nupstream = \"http://a\"\n");
+        let route = |p: &str| format!("[[routes]]\nprefix = \"{p}\"\nupstream = \"https://a\"\n");
         let text = format!(
             "{}\n{}{}{}",
             minimal(),

@@ -199,3 +199,69 @@ impl<'de> Deserialize<'de> for StringTable {
         d.deserialize_any(V)
     }
 }
+
+/// A size in bytes: an integer, or a number with a unit (`512KiB`, `10MiB`, `1GB`; `KB`
+/// is 1000 bytes, `KiB` 1024).
+pub(super) struct ByteSize(pub u64);
+
+impl ByteSize {
+    pub(super) fn parse(raw: &str) -> Result<u64, String> {
+        let s = raw.trim();
+        let split = s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len());
+        let (digits, unit) = s.split_at(split);
+        let n: u64 = digits
+            .parse()
+            .map_err(|_| format!("{raw:?} is not a size like 65536, 512KiB or 10MiB"))?;
+        let factor: u64 = match unit.trim().to_ascii_lowercase().as_str() {
+            "" | "b" => 1,
+            "kb" => 1_000,
+            "kib" | "k" => 1 << 10,
+            "mb" => 1_000_000,
+            "mib" | "m" => 1 << 20,
+            "gb" => 1_000_000_000,
+            "gib" | "g" => 1 << 30,
+            _ => return Err(format!("{raw:?} is not a size like 65536, 512KiB or 10MiB")),
+        };
+        n.checked_mul(factor)
+            .ok_or_else(|| format!("{raw:?} is too large"))
+    }
+}
+
+impl<'de> Deserialize<'de> for ByteSize {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let Text(raw) = Text::deserialize(d)?;
+        ByteSize::parse(&raw)
+            .map(ByteSize)
+            .map_err(de::Error::custom)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::ByteSize;
+
+    #[test]
+    fn sizes_take_binary_and_decimal_units() {
+        for (raw, bytes) in [
+            ("65536", 65536),
+            ("512KiB", 512 * 1024),
+            ("10MiB", 10 << 20),
+            ("10 mib", 10 << 20),
+            ("1MB", 1_000_000),
+            ("2GiB", 2 << 30),
+            ("16k", 16 * 1024),
+        ] {
+            assert_eq!(ByteSize::parse(raw), Ok(bytes), "{raw}");
+        }
+        for bad in [
+            "",
+            "MiB",
+            "-1",
+            "1.5MiB",
+            "10 parsecs",
+            "99999999999999999999GiB",
+        ] {
+            assert!(ByteSize::parse(bad).is_err(), "{bad}");
+        }
+    }
+}

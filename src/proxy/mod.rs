@@ -3,28 +3,38 @@
 //!
 //! A proxied request goes through named phases, each its own function:
 //!
-//! 1. [`check_request`]: the CSRF header, the route's method allow-list, a path
-//!    without dot segments;
+//! 1. [`check_request`]: the CSRF header, the route's method allow-list, an
+//!    unambiguous path ([`path`]), a declared body within the route's `max_body`;
 //! 2. [`authenticate`]: cookie -> session, as the route's [`TokenRequirement`] says;
 //! 3. [`Refresher::ensure_fresh`](crate::flows::refresh::Refresher::ensure_fresh):
 //!    refresh the access token near its expiry, once;
 //! 4. [`prepare_upstream`]: URL, header hygiene ([`headers`]), `Authorization:
-//!    Bearer`, `X-Forwarded-*`;
-//! 5. [`send_upstream`]: stream the request body (never buffered) with the
-//!    route's timeout until the response head arrives;
-//! 6. [`respond`]: filter the response headers and stream the body back.
+//!    Bearer`, `X-Forwarded-*` (the client as [`crate::edge::client`] believes it);
+//! 5. [`send_upstream`]: stream the request body (never buffered beyond the retry
+//!    buffer; every pause bounded by `server.request_body_timeout`, the size by the
+//!    route's `max_body`, see [`crate::edge::body`]) with the route's timeout until the
+//!    response head arrives;
+//! 6. [`respond`]: filter the response headers (own cookies never set; answers to
+//!    token-bearing requests made `private`) and stream the body back.
+//!
+//! WebSocket upgrades leave after phase 3 for [`websocket::tunnel`], watched for as
+//! long as they stay open.
 //!
 //! Every failure is JSON (API callers never get an HTML page or a redirect):
-//! 403 without the CSRF header, 401 without a session on a `required` route,
-//! 502 when the upstream cannot be reached, 504 when it is slower than the
-//! route's timeout, 503 when Redis or the provider is away.
+//! 400 for an ambiguous path, 403 without the CSRF header, 401 without a session on
+//! a `required` route, 408 when the request body stalls, 413 when it is too large,
+//! 502 when the upstream cannot be reached, 504 when it is slower than the route's
+//! timeout, 503 when Redis or the provider is away.
 
 pub mod headers;
 pub mod idle;
+pub mod path;
 pub mod websocket;
 
 use crate::config::{RouteSettings, TokenRequirement};
 use crate::csrf;
+use crate::edge::body::{FaultSlot, GuardedBody};
+use crate::edge::client::client_of;
 use crate::error::Error;
 use crate::state::{AppState, SessionLookup};
 use crate::store::LoadedSession;
@@ -33,6 +43,7 @@ use actix_web::body::SizedStream;
 use actix_web::http::header::{self, HeaderValue};
 use actix_web::{web, HttpMessage, HttpRequest, HttpResponse, ResponseError};
 use awc::error::SendRequestError;
+use futures_util::StreamExt;
 use std::sync::Arc;
 
 /// The body stream of an upstream response.
@@ -107,7 +118,7 @@ async fn forward(
 async fn proxy(
     req: &HttpRequest,
     payload: web::Payload,
-    state: &AppState,
+    state: &web::Data<AppState>,
     route: &RouteSettings,
 ) -> Result<HttpResponse, Rejection> {
     let rest = check_request(req, state, route)?;
@@ -128,14 +139,19 @@ async fn proxy(
     let token = session
         .as_ref()
         .map(|s| s.record.tokens.access_token.expose());
+    let carried_token = token.is_some();
     if websocket::is_upgrade(req) {
         let url = upstream_url(route, &call.rest, req.query_string());
         let headers = upstream_headers(req, state, token)?;
-        let res =
-            websocket::tunnel(req, payload, &state.upstream, &url, headers, route.timeout).await?;
+        let watch = websocket::Watch {
+            state: state.clone(),
+            session: session.as_ref().map(|s| s.reference.clone()),
+            idle_timeout: route.websocket_idle_timeout,
+        };
+        let res = websocket::tunnel(req, payload, &url, headers, route.timeout, watch).await?;
         return Ok(res);
     }
-    let body = OutgoingBody::read(req, payload).await?;
+    let body = OutgoingBody::read(req, payload, state, route).await?;
     let replay = body.replay();
     let mut response = call.send(token, body).await?;
     let mut retry_ended = false;
@@ -152,7 +168,7 @@ async fn proxy(
             }
         }
     }
-    let mut res = respond(response, route);
+    let mut res = respond(response, route, carried_token, state);
     if session_ended || retry_ended {
         state.forget_session(&mut res);
     }
@@ -248,40 +264,55 @@ enum OutgoingBody {
     None,
     /// A small body read into memory (replayable).
     Buffered(web::Bytes),
-    /// A large or chunked body, streamed once.
+    /// A large or chunked body, streamed once (bounded in time and size; `fault`
+    /// tells why it broke off, if it did).
     Streamed {
-        payload: web::Payload,
+        body: GuardedBody<web::Payload>,
         length: Option<u64>,
+        fault: FaultSlot,
     },
 }
 
+/// The request's `Content-Length`, if it has a valid one.
+fn content_length(req: &HttpRequest) -> Option<u64> {
+    req.headers()
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.trim().parse::<u64>().ok())
+}
+
 impl OutgoingBody {
-    async fn read(req: &HttpRequest, mut payload: web::Payload) -> Result<Self, Error> {
-        use futures_util::StreamExt;
-        let length = req
-            .headers()
-            .get(header::CONTENT_LENGTH)
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.trim().parse::<u64>().ok());
+    async fn read(
+        req: &HttpRequest,
+        payload: web::Payload,
+        state: &AppState,
+        route: &RouteSettings,
+    ) -> Result<Self, Error> {
+        let length = content_length(req);
         let chunked = req.headers().contains_key(header::TRANSFER_ENCODING);
+        let idle = state.settings.server.request_body_timeout;
+        let mut body = GuardedBody::new(payload, idle, route.max_body);
+        let fault = body.fault();
         match length {
             None if !chunked => Ok(OutgoingBody::None),
             Some(len) if !chunked && len <= RETRY_BUFFER_LIMIT => {
                 let mut buf = web::BytesMut::with_capacity(len as usize);
-                while let Some(chunk) = payload.next().await {
-                    let chunk = chunk.map_err(|e| {
-                        Error::UpstreamUnavailable(format!("reading the request body: {e}"))
+                while let Some(chunk) = body.next().await {
+                    let chunk = chunk.map_err(|e| match fault.get() {
+                        Some(fault) => fault.into(),
+                        None => {
+                            Error::UpstreamUnavailable(format!("reading the request body: {e}"))
+                        }
                     })?;
-                    if (buf.len() + chunk.len()) as u64 > len {
-                        return Err(Error::Forbidden(
-                            "request body longer than its Content-Length".into(),
-                        ));
-                    }
                     buf.extend_from_slice(&chunk);
                 }
                 Ok(OutgoingBody::Buffered(buf.freeze()))
             }
-            length => Ok(OutgoingBody::Streamed { payload, length }),
+            length => Ok(OutgoingBody::Streamed {
+                body,
+                length,
+                fault,
+            }),
         }
     }
 
@@ -295,8 +326,9 @@ impl OutgoingBody {
     }
 }
 
-/// Phase 1: CSRF header, method allow-list, path. Returns the path after the
-/// prefix (or the whole path when the route keeps the prefix).
+/// Phase 1: CSRF header, method allow-list, an unambiguous path, a declared body
+/// within `max_body`. Returns the path after the prefix (or the whole path when the
+/// route keeps the prefix).
 fn check_request(
     req: &HttpRequest,
     state: &AppState,
@@ -326,29 +358,13 @@ fn check_request(
             ));
         }
     }
-    upstream_path(route, req.uri().path()).ok_or(Error::NotFound)
-}
-
-/// The path to append to the upstream URL, or `None` when the raw path does not
-/// lie under the prefix or holds a dot segment (`..` could leave the upstream's
-/// base path once the upstream normalises it).
-pub fn upstream_path(route: &RouteSettings, raw_path: &str) -> Option<String> {
-    let rest = raw_path.strip_prefix(route.prefix.as_str())?;
-    if !(rest.is_empty() || rest.starts_with('/')) {
-        return None;
+    let rest = path::upstream_path(route, req.uri().path())?;
+    if content_length(req).is_some_and(|len| len > route.max_body) {
+        return Err(Error::BodyTooLarge {
+            limit: route.max_body,
+        });
     }
-    let dot_segment = rest.split('/').any(|seg| {
-        let s = seg.to_ascii_lowercase().replace("%2e", ".");
-        s == "." || s == ".."
-    });
-    if dot_segment || rest.contains('\\') || rest.to_ascii_lowercase().contains("%5c") {
-        return None;
-    }
-    Some(if route.strip_prefix {
-        rest.to_string()
-    } else {
-        raw_path.to_string()
-    })
+    Ok(rest)
 }
 
 /// The upstream URL: base + path (+ `?query`).
@@ -419,13 +435,8 @@ fn upstream_headers(
     };
     let mut out =
         headers::upstream_request_headers(req.headers(), &state.settings.proxy.csrf_header);
-    let peer = req.peer_addr().map(|a| a.ip().to_string());
-    headers::add_forwarding(
-        &mut out,
-        headers::forwarded_for(req.headers(), peer.as_deref()),
-        public.scheme(),
-        &host,
-    );
+    let client = client_of(req);
+    headers::add_forwarding(&mut out, &client.forwarded_for(), public.scheme(), &host);
     // The upstream logs the same request id as spa-bff.
     let request_id = req.extensions().get::<RequestId>().cloned();
     if let Some(id) = request_id.and_then(|RequestId(id)| HeaderValue::from_str(&id).ok()) {
@@ -444,35 +455,55 @@ async fn send_upstream(
     upstream: awc::ClientRequest,
     body: OutgoingBody,
 ) -> Result<awc::ClientResponse<impl UpstreamBody>, Error> {
+    let mut fault = None;
     let sent = match body {
         OutgoingBody::None => upstream.send(),
         OutgoingBody::Buffered(bytes) => upstream.send_body(bytes),
         OutgoingBody::Streamed {
-            payload,
-            length: Some(len),
-        } => upstream.send_body(SizedStream::new(len, payload)),
-        OutgoingBody::Streamed {
-            payload,
-            length: None,
-        } => upstream.send_stream(payload),
-    };
-    sent.await.map_err(|e| match e {
-        SendRequestError::Timeout => {
-            Error::UpstreamTimeout("no response within the route timeout".into())
+            body,
+            length,
+            fault: slot,
+        } => {
+            fault = Some(slot);
+            match length {
+                Some(len) => upstream.send_body(SizedStream::new(len, body)),
+                None => upstream.send_stream(body),
+            }
         }
-        other => Error::UpstreamUnavailable(other.to_string()),
+    };
+    sent.await.map_err(|e| {
+        // The client's body broke off (stalled, too large): that, not the upstream, is why.
+        if let Some(fault) = fault.and_then(|f| f.get()) {
+            return fault.into();
+        }
+        match e {
+            SendRequestError::Timeout => {
+                Error::UpstreamTimeout("no response within the route timeout".into())
+            }
+            other => Error::UpstreamUnavailable(other.to_string()),
+        }
     })
 }
 
 /// Phase 6: status and filtered headers as the upstream sent them; body streamed.
+/// An answer to a request that carried the user's token is kept out of shared caches
+/// unless the route allows them.
 fn respond(
     upstream: awc::ClientResponse<impl UpstreamBody>,
     route: &RouteSettings,
+    carried_token: bool,
+    state: &AppState,
 ) -> HttpResponse {
     let mut res = HttpResponse::build(upstream.status());
-    for (name, value) in
-        headers::downstream_response_headers(upstream.headers(), route.allow_set_cookie).iter()
-    {
+    let policy = headers::ResponsePolicy {
+        allow_set_cookie: route.allow_set_cookie,
+        session_cookie: &state.settings.session.cookie_name,
+    };
+    let mut out = headers::downstream_response_headers(upstream.headers(), policy);
+    if carried_token && !route.allow_shared_cache {
+        headers::make_private(&mut out);
+    }
+    for (name, value) in out.iter() {
         res.append_header((name.clone(), value.clone()));
     }
     let length = upstream
@@ -501,13 +532,17 @@ mod tests {
             timeout: Duration::from_secs(1),
             methods: None,
             allow_set_cookie: false,
+            max_body: 1 << 20,
+            allow_shared_cache: false,
+            allow_plain_http: false,
+            websocket_idle_timeout: Duration::from_secs(60),
         }
     }
 
     #[test]
     fn the_rest_of_the_path_and_the_query_are_appended_to_the_upstream() {
         let r = route("/api", "http://up:9000/v1", true);
-        let url = |p: &str, q: &str| upstream_url(&r, &upstream_path(&r, p).unwrap(), q);
+        let url = |p: &str, q: &str| upstream_url(&r, &path::upstream_path(&r, p).unwrap(), q);
         assert_eq!(
             url("/api/orders/7", "a=1&b=%20"),
             "http://up:9000/v1/orders/7?a=1&b=%20"
@@ -518,28 +553,8 @@ mod tests {
         assert_eq!(upstream_url(&root, "", ""), "http://up:9000/");
         let keep = route("/api", "http://up:9000/", false);
         assert_eq!(
-            upstream_url(&keep, &upstream_path(&keep, "/api/x").unwrap(), ""),
+            upstream_url(&keep, &path::upstream_path(&keep, "/api/x").unwrap(), ""),
             "http://up:9000/api/x"
-        );
-    }
-
-    #[test]
-    fn dot_segments_and_foreign_paths_are_refused() {
-        let r = route("/api", "http://up/v1", true);
-        for bad in [
-            "/api/../admin",
-            "/api/%2e%2E/admin",
-            "/api/./x",
-            "/apix",
-            "/other",
-            "/api/a\\..\\b",
-            "/api/%5c",
-        ] {
-            assert_eq!(upstream_path(&r, bad), None, "{bad}");
-        }
-        assert_eq!(
-            upstream_path(&r, "/api/a..b/.well-known").as_deref(),
-            Some("/a..b/.well-known")
         );
     }
 }

@@ -1,3 +1,4 @@
+use crate::edge::body::read_all;
 use crate::error::Error;
 use crate::flows::backchannel;
 use crate::routes::query_pairs_of;
@@ -6,13 +7,19 @@ use crate::time::now_ms;
 use actix_web::http::header;
 use actix_web::{web, HttpResponse};
 
+/// The largest body `/backchannel-logout` reads: a form with one logout token, a
+/// few KiB even with large keys. Anyone can POST here, so it stays small.
+pub const MAX_BODY: u64 = 16 * 1024;
+
 /// `POST /backchannel-logout` (form field `logout_token`): the provider ends the
 /// sessions of one of its sessions or users. Server to server: no cookie, no CSRF
 /// header; the signed logout token is the proof.
 pub async fn backchannel_logout(
-    body: web::Bytes,
+    payload: web::Payload,
     state: web::Data<AppState>,
 ) -> Result<HttpResponse, Error> {
+    let idle = state.settings.server.request_body_timeout;
+    let body = read_all(payload, idle, MAX_BODY).await?;
     let token = query_pairs_of(&body)
         .into_iter()
         .find(|(k, _)| k == "logout_token")

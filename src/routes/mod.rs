@@ -9,8 +9,10 @@ pub mod spa;
 pub mod user;
 
 use crate::config::Settings;
+use crate::edge::rate_limit::limit_logins;
 use crate::error::Error;
 use crate::paths;
+use actix_web::middleware::from_fn;
 use actix_web::{web, HttpResponse};
 
 /// The one route table: spa-bff's own paths ([`crate::paths`]), then the proxied `[[routes]]`, then
@@ -19,8 +21,9 @@ pub fn configure(settings: &Settings) -> impl FnOnce(&mut web::ServiceConfig) {
     let static_dir = settings.server.static_dir.clone();
     let routes = settings.routes.clone();
     move |cfg| {
-        cfg.service(get_only(paths::LOGIN, login::login))
-            .service(get_only(paths::CALLBACK, callback::callback))
+        // Unauthenticated callers make spa-bff store login state here: rate-limited.
+        cfg.service(get_only(paths::LOGIN, login::login).wrap(from_fn(limit_logins)))
+            .service(get_only(paths::CALLBACK, callback::callback).wrap(from_fn(limit_logins)))
             .service(get_only(paths::USER, user::user))
             .service(
                 web::resource(paths::LOGOUT)

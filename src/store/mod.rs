@@ -56,6 +56,14 @@ pub enum EndOutcome {
     Gone,
 }
 
+/// Whether a session still exists, as [`Store::session_alive`] sees it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Liveness {
+    Live,
+    /// Deleted (logout, back-channel logout) or past its idle or absolute timeout.
+    Ended,
+}
+
 /// A held refresh lock; give it back with [`Store::unlock_refresh`].
 #[derive(Debug)]
 pub struct RefreshLock {
@@ -93,6 +101,11 @@ pub trait Store {
         reference: &SessionRef,
         now: UnixMs,
     ) -> Result<Option<LoadedSession>, Error>;
+
+    /// Whether the session is still live at `now`, under the same rules as
+    /// [`Store::load_session`], without reading its record or recording activity: for
+    /// watchers of long-lived connections (WebSocket tunnels).
+    async fn session_alive(&self, reference: &SessionRef, now: UnixMs) -> Result<Liveness, Error>;
 
     /// Rewrites the record if nobody rewrote it since `session` was read.
     async fn update_session(

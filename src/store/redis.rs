@@ -11,7 +11,7 @@
 
 use super::connection::RedisHandle;
 use super::keys::{Keys, LOGIN_DOMAIN};
-use super::{EndOutcome, LoadedSession, LogoutScope, RefreshLock, Store, UpdateOutcome};
+use super::{EndOutcome, Liveness, LoadedSession, LogoutScope, RefreshLock, Store, UpdateOutcome};
 use crate::error::Error;
 use crate::session::crypto::{open, random_token, seal};
 use crate::session::{ExpiryPolicy, LoginState, SessionRecord, SessionRef};
@@ -271,6 +271,29 @@ impl Store for RedisStore {
             last_seen,
             version: version.unwrap_or(0),
         }))
+    }
+
+    async fn session_alive(&self, reference: &SessionRef, now: UnixMs) -> Result<Liveness, Error> {
+        let key = self.keys.session(&reference.storage_id());
+        let (created, seen): (Option<u64>, Option<u64>) = self
+            .redis
+            .run(|mut c| {
+                let key = &key;
+                async move {
+                    redis::cmd("HMGET")
+                        .arg(key)
+                        .arg(&["created", "seen"])
+                        .query_async(&mut c)
+                        .await
+                }
+            })
+            .await?;
+        Ok(match (created, seen) {
+            (Some(created), Some(seen)) if self.expiry.remaining(created, seen, now).is_some() => {
+                Liveness::Live
+            }
+            _ => Liveness::Ended,
+        })
     }
 
     async fn update_session(

@@ -10,7 +10,7 @@ use std::path::{Path, PathBuf};
 const LAYERS: &[&[&str]] = &[
     &["secret", "time", "paths", "error"],
     &["config"],
-    &["session", "csrf"],
+    &["session", "csrf", "edge"],
     &["telemetry"],
     &["store"],
     &["oidc"],

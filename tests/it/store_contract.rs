@@ -89,6 +89,10 @@ macro_rules! store_contract {
                 checks::activity(&$factory(long_lived()).await).await;
             }
             #[actix_web::test]
+            async fn liveness_follows_the_expiry_rules_without_recording_activity() {
+                checks::liveness(&$factory).await;
+            }
+            #[actix_web::test]
             async fn the_store_answers_ping() {
                 checks::ping(&$factory(long_lived()).await).await;
             }
@@ -459,6 +463,63 @@ pub mod checks {
             .unwrap()
             .unwrap();
         assert_eq!(s.last_seen, t0 + 61_000, "stored, and not rewritten");
+    }
+
+    pub async fn liveness<S, F, Fut>(factory: &F)
+    where
+        S: Store,
+        F: Fn(ExpiryPolicy) -> Fut,
+        Fut: std::future::Future<Output = S>,
+    {
+        use spa_bff::store::Liveness;
+        let store = factory(ExpiryPolicy::new(
+            Duration::from_secs(60),
+            Duration::from_secs(600),
+        ))
+        .await;
+        let t0 = now_ms();
+        let reference = store
+            .create_session(&record("iris", None), t0)
+            .await
+            .unwrap();
+        assert_eq!(
+            store.session_alive(&reference, t0 + 59_000).await.unwrap(),
+            Liveness::Live
+        );
+        // Asking is not activity: the idle deadline did not move.
+        assert_eq!(
+            store.session_alive(&reference, t0 + 60_000).await.unwrap(),
+            Liveness::Ended
+        );
+        assert!(store
+            .load_session(&reference, t0 + 1_000)
+            .await
+            .unwrap()
+            .is_some());
+        // Absolute expiry, and a session that was deleted.
+        let s = store
+            .load_session(&reference, t0 + 50_000)
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(
+            store.session_alive(&reference, t0 + 100_000).await.unwrap(),
+            Liveness::Live
+        );
+        assert_eq!(
+            store.session_alive(&reference, t0 + 600_000).await.unwrap(),
+            Liveness::Ended
+        );
+        store.end_session(&s).await.unwrap();
+        assert_eq!(
+            store.session_alive(&reference, t0 + 50_001).await.unwrap(),
+            Liveness::Ended
+        );
+        let stranger = spa_bff::session::SessionRef::generate();
+        assert_eq!(
+            store.session_alive(&stranger, t0).await.unwrap(),
+            Liveness::Ended
+        );
     }
 
     pub async fn ping(store: &impl Store) {

@@ -26,6 +26,9 @@ pub struct AppOptions {
     pub insecure_cookies: bool,
     pub static_dir: Option<String>,
     pub extra_toml: String,
+    /// More `[server]` keys (the edge limits). The default lifts the login rate limit:
+    /// every test browser logs in from 127.0.0.1 (tests of the limit set their own).
+    pub server_toml: String,
     /// Register a client at the provider (off for a provider that is not up yet).
     pub register: bool,
     /// Use this client instead of registering one (a provider's static client).
@@ -60,6 +63,7 @@ impl AppOptions {
             insecure_cookies: true,
             static_dir: None,
             extra_toml: String::new(),
+            server_toml: "login_rate_limit = 100000\nlogin_rate_burst = 100000\n".into(),
             register: false,
             client: None,
             port: None,
@@ -171,7 +175,7 @@ pub fn settings_toml(
 listen = "127.0.0.1:0"
 public_url = "{public_url}"
 workers = 2
-{static_dir}
+{static_dir}{server}
 [oidc]
 issuer = "{issuer}"
 client_id = "{client_id}"
@@ -198,6 +202,7 @@ redis_timeout = "1s"
         absolute = opts.absolute_timeout,
         insecure = opts.insecure_cookies,
         extra = opts.extra_toml,
+        server = opts.server_toml,
     )
 }
 

@@ -11,6 +11,7 @@ pub mod demo_api;
 pub mod fake_op;
 pub mod flow;
 pub mod procs;
+pub mod raw;
 pub mod upstream;
 
 #[allow(unused_imports)]
@@ -78,6 +79,13 @@ pub fn form_encode(pairs: &[(&str, &str)]) -> String {
     url::form_urlencoded::Serializer::new(String::new())
         .extend_pairs(pairs)
         .finish()
+}
+
+/// A query string as decoded pairs.
+pub fn query_pairs(query: &str) -> Vec<(String, String)> {
+    url::form_urlencoded::parse(query.as_bytes())
+        .into_owned()
+        .collect()
 }
 
 /// `url` with `pairs` appended to its query string.

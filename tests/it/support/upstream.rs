@@ -1,13 +1,26 @@
 //! The upstream API of the proxy tests: a real actix-web server on port 0 that
 //! records every request it receives and answers in ways a test can ask for
 //! (by path): echo, a stalled answer, `Set-Cookie`, a rejected token, a WebSocket
-//! echo, a streamed upload sink and a streamed download source.
+//! echo, a streamed upload sink and a streamed download source, chosen
+//! `Cache-Control`/`Set-Cookie` answers, and long-lived event streams that stay open
+//! until the client goes away (counted while open).
 #![allow(dead_code)]
 
 use actix_web::{web, HttpRequest, HttpResponse, HttpServer};
 use std::net::TcpListener;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
+
+/// What the upstream counts about its long-lived connections.
+#[derive(Default, Debug)]
+pub struct Counters {
+    /// `/stream` responses whose body is still being read.
+    pub open_streams: AtomicUsize,
+    /// WebSocket connections (`/ws`) open now, and closed so far.
+    pub open_sockets: AtomicUsize,
+    pub closed_sockets: AtomicUsize,
+}
 
 /// One request as the upstream saw it.
 #[derive(Clone, Debug)]
@@ -55,6 +68,7 @@ impl Seen {
 pub struct Upstream {
     pub url: String,
     pub seen: Arc<Mutex<Vec<Seen>>>,
+    pub counters: Arc<Counters>,
 }
 
 impl Upstream {
@@ -64,16 +78,21 @@ impl Upstream {
         let listener = TcpListener::bind("127.0.0.1:0").unwrap();
         let port = listener.local_addr().unwrap().port();
         let seen = Arc::new(Mutex::new(Vec::new()));
-        let recorded = seen.clone();
+        let counters = Arc::new(Counters::default());
+        let (recorded, counted) = (seen.clone(), counters.clone());
         let server = HttpServer::new(move || {
-            let recorded = recorded.clone();
+            let (recorded, counted) = (recorded.clone(), counted.clone());
             actix_web::App::new().default_service(web::to(
                 move |req: HttpRequest, body: web::Payload| {
-                    let recorded = recorded.clone();
-                    async move { upstream_handler(req, body, recorded).await }
+                    let (recorded, counted) = (recorded.clone(), counted.clone());
+                    async move { upstream_handler(req, body, recorded, counted).await }
                 },
             ))
         })
+        .max_connections(100_000)
+        .backlog(4096)
+        // A peer that closes is gone (so `/stream` notices spa-bff letting go).
+        .h1_allow_half_closed(false)
         .workers(1)
         .listen(listener)
         .unwrap()
@@ -82,6 +101,7 @@ impl Upstream {
         Upstream {
             url: format!("http://127.0.0.1:{port}"),
             seen,
+            counters,
         }
     }
 
@@ -101,9 +121,48 @@ async fn upstream_handler(
     req: HttpRequest,
     mut payload: web::Payload,
     recorded: Arc<Mutex<Vec<Seen>>>,
+    counters: Arc<Counters>,
 ) -> HttpResponse {
     use futures_util::StreamExt;
     match req.path() {
+        // An event stream: one event at once, then open until the client goes away.
+        "/stream" => {
+            counters.open_streams.fetch_add(1, Ordering::SeqCst);
+            let guard = Held(counters.clone(), |c: &Counters| &c.open_streams);
+            let first = futures_util::stream::iter(vec![Ok::<_, std::io::Error>(
+                web::Bytes::from_static(b"data: open\n\n"),
+            )]);
+            let rest = futures_util::stream::pending().map(move |x: Result<web::Bytes, _>| {
+                let _ = &guard;
+                x
+            });
+            return HttpResponse::Ok()
+                .insert_header(("content-type", "text/event-stream"))
+                .streaming(first.chain(rest));
+        }
+        // Answers with the Cache-Control and Vary given as `cc` and `vary`.
+        "/cache" => {
+            let q = crate::support::query_pairs(req.query_string());
+            let mut res = HttpResponse::Ok();
+            for (k, v) in q {
+                match k.as_str() {
+                    "cc" => res.append_header(("cache-control", v)),
+                    "vary" => res.append_header(("vary", v)),
+                    _ => &mut res,
+                };
+            }
+            return res.body("per-user data");
+        }
+        // Answers with one Set-Cookie per `c` parameter.
+        "/cookies" => {
+            let mut res = HttpResponse::Ok();
+            for (k, v) in crate::support::query_pairs(req.query_string()) {
+                if k == "c" {
+                    res.append_header(("set-cookie", v));
+                }
+            }
+            return res.body("cookies");
+        }
         // Counts a streamed upload without keeping it.
         "/sink" => {
             let mut total = 0usize;
@@ -118,7 +177,7 @@ async fn upstream_handler(
         // A WebSocket echo server (records its handshake).
         "/ws" => {
             recorded.lock().unwrap().push(Seen::of(&req, Vec::new()));
-            return ws_echo(&req, payload);
+            return ws_echo(&req, payload, counters);
         }
         // Streams `n` bytes without a Content-Length (chunked).
         "/source" => {
@@ -175,18 +234,33 @@ async fn upstream_handler(
     }
 }
 
+/// Decrements a counter when dropped (a connection's stream went away) and, for
+/// sockets, counts the close.
+struct Held(Arc<Counters>, fn(&Counters) -> &AtomicUsize);
+
+impl Drop for Held {
+    fn drop(&mut self) {
+        (self.1)(&self.0).fetch_sub(1, Ordering::SeqCst);
+        if std::ptr::eq((self.1)(&self.0), &self.0.open_sockets) {
+            self.0.closed_sockets.fetch_add(1, Ordering::SeqCst);
+        }
+    }
+}
+
 /// Answers a WebSocket handshake and echoes text and binary messages (pings get
 /// pongs, a close gets a close), parsing frames with actix-http's `Parser`.
-fn ws_echo(req: &HttpRequest, payload: web::Payload) -> HttpResponse {
+fn ws_echo(req: &HttpRequest, payload: web::Payload, counters: Arc<Counters>) -> HttpResponse {
     use actix_http::ws::{hash_key, OpCode, Parser};
     use futures_util::StreamExt;
     let Some(key) = req.headers().get("sec-websocket-key") else {
         return HttpResponse::BadRequest().finish();
     };
     let accept = hash_key(key.as_bytes());
+    counters.open_sockets.fetch_add(1, Ordering::SeqCst);
+    let held = Held(counters, |c: &Counters| &c.open_sockets);
     let frames = futures_util::stream::unfold(
-        (payload, web::BytesMut::new(), false),
-        |(mut payload, mut buf, closed)| async move {
+        (payload, web::BytesMut::new(), false, held),
+        |(mut payload, mut buf, closed, held)| async move {
             if closed {
                 return None;
             }
@@ -211,7 +285,7 @@ fn ws_echo(req: &HttpRequest, payload: web::Payload) -> HttpResponse {
                             _ => continue,
                         };
                         let item = Ok::<_, std::io::Error>(out.freeze());
-                        return Some((item, (payload, buf, closing)));
+                        return Some((item, (payload, buf, closing, held)));
                     }
                     Ok(None) => match payload.next().await {
                         Some(Ok(chunk)) => buf.extend_from_slice(&chunk),
