@@ -25,6 +25,7 @@ mod checks;
 mod oidc;
 mod proxy;
 mod reader;
+mod redis;
 mod routes;
 mod server;
 mod session;
@@ -33,6 +34,7 @@ mod values;
 
 pub use oidc::{ClientAuth, OidcSettings};
 pub use proxy::ProxySettings;
+pub use redis::{RedisCa, RedisSettings, RedisTopology};
 pub use reader::KeyKind;
 pub use routes::{RouteSettings, TokenRequirement};
 pub use server::ServerSettings;

@@ -3,6 +3,7 @@
 use super::reader::Reader;
 use crate::paths;
 use std::path::PathBuf;
+use std::time::Duration;
 use url::Url;
 
 #[derive(Debug, Clone)]
@@ -19,6 +20,10 @@ pub struct ServerSettings {
     /// `server.workers` (`SPA_BFF__SERVER__WORKERS`): HTTP worker threads (default: one
     /// per core).
     pub workers: Option<usize>,
+    /// `server.shutdown_delay` (`SPA_BFF__SERVER__SHUTDOWN_DELAY`): on SIGTERM, how long
+    /// `/readyz` answers 503 while requests are still served, before the listener
+    /// closes (default 5s; `0s` stops at once).
+    pub shutdown_delay: Duration,
 }
 
 impl ServerSettings {
@@ -75,11 +80,23 @@ pub(super) fn read(r: &mut Reader<'_>) -> Option<ServerSettings> {
             None
         }
     });
+    let shutdown_delay = match r.string("server", "shutdown_delay") {
+        None => Duration::from_secs(5),
+        Some(text) => humantime::parse_duration(text.trim()).unwrap_or_else(|_| {
+            r.err(
+                "server",
+                "shutdown_delay",
+                format!("{text:?} is not a duration like 5s or 0s"),
+            );
+            Duration::from_secs(5)
+        }),
+    };
     Some(ServerSettings {
         listen,
         public_url: public_url?,
         static_dir,
         workers,
+        shutdown_delay,
     })
 }
 

@@ -1,5 +1,6 @@
-//! Test support for spa-bff's integration tests: child processes (Redis, the OpenID
-//! provider from `tests/op`), a scripted browser, and small OAuth helpers.
+//! Test support for spa-bff's integration tests: child processes (Redis, Redis Cluster,
+//! Sentinel and TLS deployments, the OpenID provider from `tests/op`), a scripted
+//! browser, and small OAuth helpers.
 //!
 //! Everything here talks to 127.0.0.1 only. Async helpers use awc and must run under
 //! `#[actix_web::test]` (awc is !Send). Call [`init`] first in every test.
@@ -11,6 +12,7 @@ pub mod demo_api;
 pub mod fake_op;
 pub mod flow;
 pub mod procs;
+pub mod redis_topology;
 pub mod upstream;
 
 #[allow(unused_imports)]
