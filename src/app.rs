@@ -4,8 +4,8 @@
 
 use crate::config::Settings;
 use crate::error::render_errors;
-use crate::flows::refresh::RefreshFlights;
 use crate::error::Error;
+use crate::flows::refresh::RefreshFlights;
 use crate::oidc::{OidcHttp, ProviderHandle};
 use crate::routes;
 use crate::state::{AppState, Lifecycle};

@@ -34,8 +34,8 @@ mod values;
 
 pub use oidc::{ClientAuth, OidcSettings};
 pub use proxy::ProxySettings;
-pub use redis::{RedisCa, RedisSettings, RedisTopology};
 pub use reader::KeyKind;
+pub use redis::{RedisCa, RedisSettings, RedisTopology};
 pub use routes::{RouteSettings, TokenRequirement};
 pub use server::ServerSettings;
 pub use session::{KeyMaterial, SameSite, SessionSettings};

@@ -262,7 +262,10 @@ fn read_urls(r: &mut Reader<'_>, key: &str, urls: &[String], single: bool) -> Ve
 
 /// The cluster client and the sentinel client take one set of credentials for all.
 fn same_credentials(r: &mut Reader<'_>, key: &str, facts: &[UrlFacts]) {
-    if facts.windows(2).any(|w| w[0].credentials != w[1].credentials) {
+    if facts
+        .windows(2)
+        .any(|w| w[0].credentials != w[1].credentials)
+    {
         r.err(
             SECTION,
             key,
@@ -480,7 +483,9 @@ mod tests {
         for extra in [
             format!("redis_cluster_urls = [\"redis://:{secret}@a:1\", \"redis://:x{secret}@b:1\"]"),
             format!("redis_url = \"redis://:{secret}@a\"\nredis_password = \"{secret}\""),
-            format!("redis_sentinel_urls = [\"http://:{secret}@c:1\"]\nredis_sentinel_master = \"m\""),
+            format!(
+                "redis_sentinel_urls = [\"http://:{secret}@c:1\"]\nredis_sentinel_master = \"m\""
+            ),
             format!("redis_cluster_urls = [\"redis://:{secret}@a:1/3\"]"),
         ] {
             let all = problems(&extra);

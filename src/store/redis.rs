@@ -213,7 +213,8 @@ impl RedisStore {
             *self
                 .wait_paused_until
                 .lock()
-                .unwrap_or_else(|p| p.into_inner()) = Some(Instant::now() + WAIT_PAUSE_AFTER_NO_ACK);
+                .unwrap_or_else(|p| p.into_inner()) =
+                Some(Instant::now() + WAIT_PAUSE_AFTER_NO_ACK);
         }
         Ok(outcome)
     }
@@ -438,7 +439,10 @@ impl Store for RedisStore {
         let plain = serde_json::to_vec(login).map_err(|e| Error::Internal(e.to_string()))?;
         let blob = seal(state.as_bytes(), LOGIN_DOMAIN, &plain, key.as_bytes());
         let mut cmd = redis::cmd("SET");
-        cmd.arg(&key).arg(blob).arg("PX").arg(ttl.as_millis() as u64);
+        cmd.arg(&key)
+            .arg(blob)
+            .arg("PX")
+            .arg(ttl.as_millis() as u64);
         self.query(&cmd).await
     }
 

@@ -211,7 +211,9 @@ impl Target {
                         .await?,
                 )
             }
-            TargetKind::Cluster(client) => Connection::Cluster(client.get_async_connection().await?),
+            TargetKind::Cluster(client) => {
+                Connection::Cluster(client.get_async_connection().await?)
+            }
         };
         let replicas = has_replicas(&mut connection.clone()).await?;
         Ok(Connected {
@@ -291,11 +293,13 @@ async fn has_replicas(c: &mut Connection) -> RedisResult<bool> {
                 .is_some_and(|n| n > 0))
         }
         Connection::Cluster(_) => {
-            let slots: Vec<Value> = one_node(c, &redis::cmd("CLUSTER").arg("SLOTS").clone()).await?;
-            // Each entry: start, end, master, replica...
-            Ok(slots
-                .iter()
-                .any(|s| matches!(s, Value::Array(parts) if parts.len() > 3)))
+            // `CLUSTER NODES`: one line per node, flags third. (`CLUSTER SLOTS` leaves
+            // out replicas that have not received data yet.)
+            let nodes: String = one_node(c, redis::cmd("CLUSTER").arg("NODES")).await?;
+            Ok(nodes.lines().any(|line| {
+                let flags = line.split(' ').nth(2).unwrap_or_default();
+                flags.split(',').any(|f| f == "slave" || f == "replica") && !flags.contains("fail")
+            }))
         }
     }
 }

@@ -9,6 +9,7 @@ mod fake_op;
 mod layers;
 mod login;
 mod proxy;
+mod redis_deployments;
 mod resilience;
 mod serving;
 mod store_contract;

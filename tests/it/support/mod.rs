@@ -45,6 +45,11 @@ pub fn init() {
     });
 }
 
+/// `tests/artifacts/logs/<name>`, for figures and logs a run leaves behind.
+pub fn artifact_log(name: &str) -> std::path::PathBuf {
+    procs::log_path(name)
+}
+
 /// An awc client for direct (non-browser) calls: no redirect following, 10 s timeout.
 pub fn http_client() -> awc::Client {
     init();

@@ -173,7 +173,9 @@ impl RedisServer {
             .open(&log)
             .expect("create redis log");
         let persistence: Vec<String> = match &self.data {
-            None => ["--save", "", "--appendonly", "no"].map(String::from).to_vec(),
+            None => ["--save", "", "--appendonly", "no"]
+                .map(String::from)
+                .to_vec(),
             Some(dir) => vec![
                 "--save".into(),
                 "".into(),

@@ -69,7 +69,7 @@ impl RedisNode {
             name: name.to_string(),
             args,
             plain,
-            pid_file: dir.join(format!("{name}.pid")),
+            pid_file: dir.join(format!("{name}-{port}.pid")),
             running: Mutex::new(None),
         };
         node.start_again();
@@ -151,9 +151,11 @@ impl RedisNode {
         if let Some(running) = self.running.lock().unwrap().take() {
             running.stop(); // the wrapper shell exits once its lifeline closes
         }
-        wait_for(Duration::from_secs(5), "a killed server's port to close", || {
-            !port_open(self.port)
-        });
+        wait_for(
+            Duration::from_secs(5),
+            "a killed server's port to close",
+            || !port_open(self.port),
+        );
     }
 
     /// `ROLE`'s first element: `master`, `slave` or `sentinel` (`None` when down).
@@ -197,6 +199,9 @@ impl Cluster {
                 args.extend(strings(&[
                     "--cluster-enabled",
                     "yes",
+                    // The bus port is port + 10000 unless given: it may be taken.
+                    "--cluster-port",
+                    &free_port().to_string(),
                     "--cluster-config-file",
                     &format!("nodes-{port}.conf"),
                     "--cluster-node-timeout",
@@ -241,8 +246,7 @@ impl Cluster {
                 info_field(&state, "cluster_state").as_deref() == Some("ok")
                     && match info_field(&replication, "role").as_deref() {
                         Some("slave") => {
-                            info_field(&replication, "master_link_status").as_deref()
-                                == Some("up")
+                            info_field(&replication, "master_link_status").as_deref() == Some("up")
                         }
                         Some("master") => true,
                         _ => false,
@@ -327,7 +331,11 @@ impl Sentinel {
         );
         let replica_port = free_port();
         let mut replica_args = data(replica_port);
-        replica_args.extend(strings(&["--replicaof", "127.0.0.1", &master_port.to_string()]));
+        replica_args.extend(strings(&[
+            "--replicaof",
+            "127.0.0.1",
+            &master_port.to_string(),
+        ]));
         let replica = RedisNode::start(
             "sentinel-replica",
             replica_port,
@@ -372,17 +380,25 @@ impl Sentinel {
     /// Every sentinel knows the replica and the two other sentinels (so a failover
     /// can be agreed on).
     pub fn wait_ready(&self, timeout: Duration) {
-        wait_for(timeout, "the sentinels to know each other and the replica", || {
-            self.sentinels.iter().all(|s| {
-                let replicas: Vec<HashMap<String, String>> =
-                    query(s.port, redis::cmd("SENTINEL").arg("REPLICAS").arg(SENTINEL_MASTER))
-                        .unwrap_or_default();
-                let others: Vec<HashMap<String, String>> =
-                    query(s.port, redis::cmd("SENTINEL").arg("SENTINELS").arg(SENTINEL_MASTER))
-                        .unwrap_or_default();
-                replicas.len() == 1 && others.len() == 2
-            })
-        });
+        wait_for(
+            timeout,
+            "the sentinels to know each other and the replica",
+            || {
+                self.sentinels.iter().all(|s| {
+                    let replicas: Vec<HashMap<String, String>> = query(
+                        s.port,
+                        redis::cmd("SENTINEL").arg("REPLICAS").arg(SENTINEL_MASTER),
+                    )
+                    .unwrap_or_default();
+                    let others: Vec<HashMap<String, String>> = query(
+                        s.port,
+                        redis::cmd("SENTINEL").arg("SENTINELS").arg(SENTINEL_MASTER),
+                    )
+                    .unwrap_or_default();
+                    replicas.len() == 1 && others.len() == 2
+                })
+            },
+        );
     }
 
     /// `[session]` lines pointing spa-bff at these sentinels.
@@ -452,15 +468,39 @@ impl TlsRedis {
         openssl(
             d,
             &[
-                "req", "-new", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1",
-                "-nodes", "-keyout", "server.key", "-out", "server.csr", "-subj", "/CN=127.0.0.1",
+                "req",
+                "-new",
+                "-newkey",
+                "ec",
+                "-pkeyopt",
+                "ec_paramgen_curve:prime256v1",
+                "-nodes",
+                "-keyout",
+                "server.key",
+                "-out",
+                "server.csr",
+                "-subj",
+                "/CN=127.0.0.1",
             ],
         );
         openssl(
             d,
             &[
-                "x509", "-req", "-in", "server.csr", "-CA", "ca.crt", "-CAkey", "ca.key",
-                "-CAcreateserial", "-out", "server.crt", "-days", "2", "-extfile", "server.ext",
+                "x509",
+                "-req",
+                "-in",
+                "server.csr",
+                "-CA",
+                "ca.crt",
+                "-CAkey",
+                "ca.key",
+                "-CAcreateserial",
+                "-out",
+                "server.crt",
+                "-days",
+                "2",
+                "-extfile",
+                "server.ext",
             ],
         );
         let port = free_port();
@@ -525,9 +565,21 @@ fn make_ca(dir: &Path, name: &str, subject: &str) {
     openssl(
         dir,
         &[
-            "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes",
-            "-keyout", &format!("{name}.key"), "-out", &format!("{name}.crt"), "-days", "2",
-            "-subj", &format!("/CN={subject}"),
+            "req",
+            "-x509",
+            "-newkey",
+            "ec",
+            "-pkeyopt",
+            "ec_paramgen_curve:prime256v1",
+            "-nodes",
+            "-keyout",
+            &format!("{name}.key"),
+            "-out",
+            &format!("{name}.crt"),
+            "-days",
+            "2",
+            "-subj",
+            &format!("/CN={subject}"),
         ],
     );
 }
