@@ -71,7 +71,7 @@ impl App {
     pub fn build_with_listener(settings: Settings, listener: TcpListener) -> io::Result<App> {
         let port = listener.local_addr()?.port();
         let redis = RedisHandle::new(&settings.session.redis)
-            .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e.to_string()))?;
+            .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, detail(&e)))?;
         let settings = Arc::new(settings);
         let provider = ProviderHandle::new(settings.clone());
         actix_web::rt::spawn(provider.clone().discover_until_ready());

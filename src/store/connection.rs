@@ -57,9 +57,20 @@ struct State {
 }
 
 enum Phase {
-    Down { retry_at: Instant },
-    Connecting { id: u64, attempt: Attempt },
-    Up { id: u64, connected: Connected },
+    Down {
+        retry_at: Instant,
+    },
+    Connecting {
+        id: u64,
+        attempt: Attempt,
+        /// When the attempt gives up by itself (callers that timed out may have
+        /// left it unfinished: then it is abandoned).
+        ends: Instant,
+    },
+    Up {
+        id: u64,
+        connected: Connected,
+    },
 }
 
 /// The connection an operation got, and whether it was made for it.
@@ -191,17 +202,20 @@ impl RedisHandle {
                         connected: connected.clone(),
                         fresh: false,
                     }),
-                    Phase::Connecting { id, attempt } => Next::Await(*id, attempt.clone()),
+                    Phase::Connecting { id, attempt, ends } if *ends > Instant::now() => {
+                        Next::Await(*id, attempt.clone())
+                    }
                     Phase::Down { retry_at } if *retry_at > Instant::now() => {
                         Next::WaitUntil(*retry_at)
                     }
-                    Phase::Down { .. } => {
+                    Phase::Connecting { .. } | Phase::Down { .. } => {
                         let id = state.next_id;
                         state.next_id += 1;
                         let attempt = self.attempt();
                         state.phase = Phase::Connecting {
                             id,
                             attempt: attempt.clone(),
+                            ends: Instant::now() + self.timeout,
                         };
                         Next::Await(id, attempt)
                     }
