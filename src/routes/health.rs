@@ -1,9 +1,10 @@
 //! Liveness and readiness for orchestrators and load balancers.
 //!
 //! `/readyz` claims only what it checked just now: Redis answered a `PING` (every
-//! master, on a cluster) within `redis_timeout`, provider discovery is done, and the
-//! instance is not shutting down (it turns 503 first, so balancers drain it before
-//! its listener closes). A paused or unreachable Redis is 503 within the timeout.
+//! master, on a cluster) and served a write within `redis_timeout`, provider
+//! discovery is done, and the instance is not shutting down (it turns 503 first, so
+//! balancers drain it before its listener closes). A paused (`CLIENT PAUSE`, even
+//! `WRITE` only) or unreachable Redis is 503 within the timeout.
 
 use crate::error::no_store_json;
 use crate::state::AppState;

@@ -129,6 +129,7 @@ pub trait Store {
     /// was already recorded within `window` (a replay).
     async fn mark_logout_token_used(&self, jti: &str, window: Duration) -> Result<bool, Error>;
 
-    /// Whether the store answers right now.
+    /// Whether the store serves reads and writes right now (a store that answers
+    /// `PING` but holds writes, e.g. `CLIENT PAUSE WRITE`, is not ready).
     async fn ping(&self) -> Result<(), Error>;
 }

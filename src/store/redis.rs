@@ -461,7 +461,21 @@ impl Store for RedisStore {
     }
 
     async fn ping(&self) -> Result<(), Error> {
-        self.redis.ping().await
+        // PING reaches every master of a cluster; the SET proves writes are served.
+        let mut set = redis::cmd("SET");
+        set.arg(self.keys.readiness())
+            .arg(crate::time::now_ms())
+            .arg("PX")
+            .arg(60_000);
+        self.redis
+            .run(|mut c| {
+                let set = &set;
+                async move {
+                    redis::cmd("PING").query_async::<String>(&mut c).await?;
+                    set.query_async::<()>(&mut c).await
+                }
+            })
+            .await
     }
 }
 

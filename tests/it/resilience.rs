@@ -218,32 +218,40 @@ async fn readyz_is_503_within_the_redis_timeout_while_redis_is_paused() {
     })
     .await;
     assert_eq!(app.readyz().await.status, 200);
-
-    // Redis accepts connections but answers nothing.
     let client = redis::Client::open(redis.url()).unwrap();
     let mut admin = client.get_multiplexed_async_connection().await.unwrap();
-    let _: () = redis::cmd("CLIENT")
-        .arg("PAUSE")
-        .arg(3000)
-        .arg("ALL")
-        .query_async(&mut admin)
-        .await
-        .unwrap();
-    let started = std::time::Instant::now();
-    let ready = app.readyz().await;
-    let elapsed = started.elapsed();
-    assert_eq!(ready.status, 503, "{}", ready.text());
-    assert_eq!(ready.json()["checks"]["redis"], "unavailable");
-    eprintln!("readyz under CLIENT PAUSE: 503 after {elapsed:?} (redis_timeout 1s)");
-    assert!(
-        elapsed < Duration::from_millis(1900),
-        "bounded by redis_timeout: {elapsed:?}"
-    );
-    // Ready again once Redis answers, without a restart.
-    support::eventually(Duration::from_secs(10), "ready after the pause", || async {
-        (app.readyz().await.status == 200).then_some(())
-    })
-    .await;
+
+    // `WRITE`: Redis still answers PING and reads, but holds every write (no login,
+    // no refresh lock, no token save could succeed); then `ALL`: it answers nothing.
+    for mode in ["WRITE", "ALL"] {
+        let _: () = redis::cmd("CLIENT")
+            .arg("PAUSE")
+            .arg(3000)
+            .arg(mode)
+            .query_async(&mut admin)
+            .await
+            .unwrap();
+        let started = std::time::Instant::now();
+        let ready = app.readyz().await;
+        let elapsed = started.elapsed();
+        assert_eq!(ready.status, 503, "CLIENT PAUSE {mode}: {}", ready.text());
+        assert_eq!(ready.json()["checks"]["redis"], "unavailable");
+        eprintln!("readyz under CLIENT PAUSE {mode}: 503 after {elapsed:?} (redis_timeout 1s)");
+        assert!(
+            elapsed < Duration::from_millis(1900),
+            "bounded by redis_timeout: {elapsed:?}"
+        );
+        // Ready again once Redis answers, without a restart.
+        let _: () = redis::cmd("CLIENT")
+            .arg("UNPAUSE")
+            .query_async(&mut admin)
+            .await
+            .unwrap();
+        support::eventually(Duration::from_secs(10), "ready after the pause", || async {
+            (app.readyz().await.status == 200).then_some(())
+        })
+        .await;
+    }
 }
 
 #[actix_web::test]

@@ -26,9 +26,14 @@ fn wait_for(timeout: Duration, what: &str, mut check: impl FnMut() -> bool) {
     }
 }
 
-/// A plain (non-TLS, no ACL) synchronous query to the server on `port`.
-pub fn query<T: redis::FromRedisValue>(port: u16, cmd: &redis::Cmd) -> redis::RedisResult<T> {
-    let client = redis::Client::open(format!("redis://127.0.0.1:{port}"))?;
+/// A synchronous query to the (non-TLS) server on `port`, with its password if any.
+pub fn query<T: redis::FromRedisValue>(
+    port: u16,
+    password: Option<&str>,
+    cmd: &redis::Cmd,
+) -> redis::RedisResult<T> {
+    let auth = password.map(|p| format!(":{p}@")).unwrap_or_default();
+    let client = redis::Client::open(format!("redis://{auth}127.0.0.1:{port}"))?;
     let mut c = client.get_connection_with_timeout(Duration::from_secs(1))?;
     c.set_read_timeout(Some(Duration::from_secs(2)))?;
     cmd.query(&mut c)
@@ -41,10 +46,6 @@ fn info_field(info: &str, field: &str) -> Option<String> {
         .map(|v| v.trim().to_string())
 }
 
-fn info(port: u16, section: &str) -> String {
-    query(port, redis::cmd("INFO").arg(section)).unwrap_or_default()
-}
-
 // ---------------------------------------------------------------------------------------
 // One process
 
@@ -54,8 +55,10 @@ pub struct RedisNode {
     pub port: u16,
     name: String,
     args: Vec<String>,
-    /// Whether the port speaks plain RESP without a password (PING works).
+    /// Whether the port speaks plain RESP (not TLS).
     plain: bool,
+    /// The `requirepass` password, if any.
+    password: Option<String>,
     pid_file: PathBuf,
     running: Mutex<Option<Running>>,
 }
@@ -63,12 +66,20 @@ pub struct RedisNode {
 impl RedisNode {
     /// Starts `redis-server <args>` (which must make it listen on `port`) and waits
     /// until it answers.
-    fn start(name: &str, port: u16, args: Vec<String>, plain: bool, dir: &Path) -> RedisNode {
+    fn start(
+        name: &str,
+        port: u16,
+        args: Vec<String>,
+        plain: bool,
+        password: Option<&str>,
+        dir: &Path,
+    ) -> RedisNode {
         let node = RedisNode {
             port,
             name: name.to_string(),
             args,
             plain,
+            password: password.map(String::from),
             pid_file: dir.join(format!("{name}-{port}.pid")),
             running: Mutex::new(None),
         };
@@ -115,9 +126,10 @@ impl RedisNode {
             .expect("spawn sh for redis-server (run scripts/install-deps)");
         let stdin = child.stdin.take();
         let deadline = Instant::now() + Duration::from_secs(10);
-        let ready = |port| match self.plain {
-            true => redis_ping(port),
-            false => port_open(port),
+        let ready = |port| match (self.plain, &self.password) {
+            (true, None) => redis_ping(port),
+            (true, Some(_)) => self.query::<String>(&redis::cmd("PING")).is_ok(),
+            (false, _) => port_open(port),
         };
         while !ready(self.port) {
             if let Ok(Some(status)) = child.try_wait() {
@@ -158,9 +170,19 @@ impl RedisNode {
         );
     }
 
+    /// A synchronous query to this (non-TLS) node, authenticated.
+    pub fn query<T: redis::FromRedisValue>(&self, cmd: &redis::Cmd) -> redis::RedisResult<T> {
+        query(self.port, self.password.as_deref(), cmd)
+    }
+
+    fn info(&self, section: &str) -> String {
+        self.query(redis::cmd("INFO").arg(section))
+            .unwrap_or_default()
+    }
+
     /// `ROLE`'s first element: `master`, `slave` or `sentinel` (`None` when down).
     pub fn role(&self) -> Option<String> {
-        let role: redis::Value = query(self.port, &redis::cmd("ROLE")).ok()?;
+        let role: redis::Value = self.query(&redis::cmd("ROLE")).ok()?;
         match role {
             redis::Value::Array(parts) => redis::from_redis_value(parts.first()?).ok(),
             _ => None,
@@ -183,7 +205,12 @@ fn strings(args: &[&str]) -> Vec<String> {
 // ---------------------------------------------------------------------------------------
 // Redis Cluster
 
-/// Three masters with one replica each, `cluster-node-timeout` as given.
+/// The password of every cluster node (`requirepass`, `masterauth`): spa-bff gives it
+/// as `redis_password`, so the same credentials reach every node it discovers.
+pub const CLUSTER_PASSWORD: &str = "cluster-password-for-tests-only";
+
+/// Three masters with one replica each, `cluster-node-timeout` as given, every node
+/// behind [`CLUSTER_PASSWORD`].
 pub struct Cluster {
     pub nodes: Vec<RedisNode>,
     dir: tempfile::TempDir,
@@ -214,8 +241,19 @@ impl Cluster {
                     "no",
                     "--loglevel",
                     "notice",
+                    "--requirepass",
+                    CLUSTER_PASSWORD,
+                    "--masterauth",
+                    CLUSTER_PASSWORD,
                 ]));
-                RedisNode::start("cluster", port, args, true, dir.path())
+                RedisNode::start(
+                    "cluster",
+                    port,
+                    args,
+                    true,
+                    Some(CLUSTER_PASSWORD),
+                    dir.path(),
+                )
             })
             .collect();
         let log = log_path(&format!("redis-cluster-create-{}.log", nodes[0].port));
@@ -223,6 +261,7 @@ impl Cluster {
             .args(["--cluster", "create"])
             .args(nodes.iter().map(RedisNode::addr))
             .args(["--cluster-replicas", "1", "--cluster-yes"])
+            .env("REDISCLI_AUTH", CLUSTER_PASSWORD)
             .output()
             .expect("redis-cli --cluster create");
         fs::write(&log, [&out.stdout[..], &out.stderr[..]].concat()).unwrap();
@@ -240,9 +279,10 @@ impl Cluster {
     pub fn wait_healthy(&self, timeout: Duration) {
         wait_for(timeout, "the cluster to be ok with synced replicas", || {
             self.nodes.iter().filter(|n| n.is_running()).all(|n| {
-                let state: String =
-                    query(n.port, redis::cmd("CLUSTER").arg("INFO")).unwrap_or_default();
-                let replication = info(n.port, "replication");
+                let state: String = n
+                    .query(redis::cmd("CLUSTER").arg("INFO"))
+                    .unwrap_or_default();
+                let replication = n.info("replication");
                 info_field(&state, "cluster_state").as_deref() == Some("ok")
                     && match info_field(&replication, "role").as_deref() {
                         Some("slave") => {
@@ -263,7 +303,10 @@ impl Cluster {
     /// `[session]` lines pointing spa-bff at this cluster.
     pub fn session_toml(&self) -> String {
         let urls: Vec<String> = self.seed_urls().iter().map(|u| format!("{u:?}")).collect();
-        format!("redis_cluster_urls = [{}]", urls.join(", "))
+        format!(
+            "redis_cluster_urls = [{}]\nredis_password = \"{CLUSTER_PASSWORD}\"",
+            urls.join(", ")
+        )
     }
 
     /// The running masters.
@@ -276,7 +319,7 @@ impl Cluster {
 
     /// Keys matching `pattern` on `node` (each master holds its own slots).
     pub fn keys_on(&self, node: &RedisNode, pattern: &str) -> usize {
-        query::<Vec<String>>(node.port, redis::cmd("KEYS").arg(pattern))
+        node.query::<Vec<String>>(redis::cmd("KEYS").arg(pattern))
             .map(|k| k.len())
             .unwrap_or(0)
     }
@@ -292,9 +335,14 @@ pub fn shared_cluster() -> &'static Cluster {
 // Sentinel
 
 pub const SENTINEL_MASTER: &str = "mymaster";
+/// The data nodes' password (spa-bff: `redis_password`).
+pub const SENTINEL_DATA_PASSWORD: &str = "sentinel-data-password-for-tests";
+/// The sentinels' own password (spa-bff: in the sentinel URLs).
+pub const SENTINEL_PASSWORD: &str = "sentinel-password-for-tests";
 
 /// One master, one replica, three sentinels (quorum 2, `down-after-milliseconds`
-/// 1000, `failover-timeout` 3000).
+/// 1000, `failover-timeout` 3000). The data nodes and the sentinels have passwords
+/// of their own.
 pub struct Sentinel {
     pub master: RedisNode,
     pub replica: RedisNode,
@@ -319,6 +367,10 @@ impl Sentinel {
                 &dir.path().display().to_string(),
                 "--loglevel",
                 "notice",
+                "--requirepass",
+                SENTINEL_DATA_PASSWORD,
+                "--masterauth",
+                SENTINEL_DATA_PASSWORD,
             ])
         };
         let master_port = free_port();
@@ -327,6 +379,7 @@ impl Sentinel {
             master_port,
             data(master_port),
             true,
+            Some(SENTINEL_DATA_PASSWORD),
             dir.path(),
         );
         let replica_port = free_port();
@@ -341,11 +394,11 @@ impl Sentinel {
             replica_port,
             replica_args,
             true,
+            Some(SENTINEL_DATA_PASSWORD),
             dir.path(),
         );
         wait_for(Duration::from_secs(20), "the replica to sync", || {
-            info_field(&info(replica_port, "replication"), "master_link_status").as_deref()
-                == Some("up")
+            info_field(&replica.info("replication"), "master_link_status").as_deref() == Some("up")
         });
         let sentinels: Vec<RedisNode> = (0..3)
             .map(|_| {
@@ -358,13 +411,23 @@ impl Sentinel {
                          sentinel monitor {SENTINEL_MASTER} 127.0.0.1 {master_port} 2\n\
                          sentinel down-after-milliseconds {SENTINEL_MASTER} 1000\n\
                          sentinel failover-timeout {SENTINEL_MASTER} 3000\n\
-                         sentinel parallel-syncs {SENTINEL_MASTER} 1\n",
+                         sentinel parallel-syncs {SENTINEL_MASTER} 1\n\
+                         sentinel auth-pass {SENTINEL_MASTER} {SENTINEL_DATA_PASSWORD}\n\
+                         requirepass {SENTINEL_PASSWORD}\n\
+                         sentinel sentinel-pass {SENTINEL_PASSWORD}\n",
                         dir = dir.path().display()
                     ),
                 )
                 .unwrap();
                 let args = vec![conf.display().to_string(), "--sentinel".into()];
-                RedisNode::start("sentinel", port, args, true, dir.path())
+                RedisNode::start(
+                    "sentinel",
+                    port,
+                    args,
+                    true,
+                    Some(SENTINEL_PASSWORD),
+                    dir.path(),
+                )
             })
             .collect();
         let setup = Sentinel {
@@ -385,31 +448,29 @@ impl Sentinel {
             "the sentinels to know each other and the replica",
             || {
                 self.sentinels.iter().all(|s| {
-                    let replicas: Vec<HashMap<String, String>> = query(
-                        s.port,
-                        redis::cmd("SENTINEL").arg("REPLICAS").arg(SENTINEL_MASTER),
-                    )
-                    .unwrap_or_default();
-                    let others: Vec<HashMap<String, String>> = query(
-                        s.port,
-                        redis::cmd("SENTINEL").arg("SENTINELS").arg(SENTINEL_MASTER),
-                    )
-                    .unwrap_or_default();
+                    let replicas: Vec<HashMap<String, String>> = s
+                        .query(redis::cmd("SENTINEL").arg("REPLICAS").arg(SENTINEL_MASTER))
+                        .unwrap_or_default();
+                    let others: Vec<HashMap<String, String>> = s
+                        .query(redis::cmd("SENTINEL").arg("SENTINELS").arg(SENTINEL_MASTER))
+                        .unwrap_or_default();
                     replicas.len() == 1 && others.len() == 2
                 })
             },
         );
     }
 
-    /// `[session]` lines pointing spa-bff at these sentinels.
+    /// `[session]` lines pointing spa-bff at these sentinels: their password in
+    /// their URLs, the data nodes' as `redis_password`.
     pub fn session_toml(&self) -> String {
         let urls: Vec<String> = self
             .sentinels
             .iter()
-            .map(|s| format!("{:?}", s.url()))
+            .map(|s| format!("\"redis://:{SENTINEL_PASSWORD}@127.0.0.1:{}\"", s.port))
             .collect();
         format!(
-            "redis_sentinel_urls = [{}]\nredis_sentinel_master = \"{SENTINEL_MASTER}\"",
+            "redis_sentinel_urls = [{}]\nredis_sentinel_master = \"{SENTINEL_MASTER}\"\n\
+             redis_password = \"{SENTINEL_DATA_PASSWORD}\"",
             urls.join(", ")
         )
     }
@@ -417,13 +478,13 @@ impl Sentinel {
     /// The port of the master the sentinels name now.
     pub fn current_master_port(&self) -> Option<u16> {
         self.sentinels.iter().find_map(|s| {
-            let addr: Vec<String> = query(
-                s.port,
-                redis::cmd("SENTINEL")
-                    .arg("GET-MASTER-ADDR-BY-NAME")
-                    .arg(SENTINEL_MASTER),
-            )
-            .ok()?;
+            let addr: Vec<String> = s
+                .query(
+                    redis::cmd("SENTINEL")
+                        .arg("GET-MASTER-ADDR-BY-NAME")
+                        .arg(SENTINEL_MASTER),
+                )
+                .ok()?;
             addr.get(1)?.parse().ok()
         })
     }
@@ -537,7 +598,7 @@ impl TlsRedis {
             "--dir".into(),
             file(""),
         ];
-        let node = RedisNode::start("tls", port, args, false, d);
+        let node = RedisNode::start("tls", port, args, false, None, d);
         TlsRedis {
             node,
             ca_file: d.join("ca.crt"),
