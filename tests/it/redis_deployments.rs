@@ -467,3 +467,50 @@ async fn check_config_online_reports_the_provider_and_each_redis_deployment() {
     assert_eq!(code, Some(1), "{out}");
     assert!(out.contains("redis: Redis: connection refused"), "{out}");
 }
+
+#[actix_web::test]
+async fn a_token_save_returns_only_once_a_replica_holds_it() {
+    use crate::store_contract::{checks, long_lived, store_under};
+    use spa_bff::secret::Sensitive;
+    use spa_bff::store::keys::Keys;
+    use spa_bff::store::{Store, UpdateOutcome};
+    support::init();
+    let setup = crate::support::redis_topology::shared_sentinel();
+    let prefix = format!("wait-{}:", support::random_string(6));
+    let store = store_under(&setup.session_toml(), &prefix, long_lived()); // redis_timeout 2s
+    let now = spa_bff::time::now_ms();
+    let reference = store
+        .create_session(&checks::record("wendy", None), now)
+        .await
+        .unwrap();
+    let session = store.load_session(&reference, now).await.unwrap().unwrap();
+
+    // The replica stalls for 400 ms: a save that does not wait for it returns at once.
+    let replica_port = setup.replica.port;
+    let stall = std::thread::spawn(move || {
+        crate::support::redis_topology::query::<()>(
+            replica_port,
+            Some(crate::support::redis_topology::SENTINEL_DATA_PASSWORD),
+            redis::cmd("DEBUG").arg("SLEEP").arg("0.4"),
+        )
+    });
+    sleep_ms(50).await;
+    let mut rotated = session.record.clone();
+    rotated.tokens.refresh_token = Some(Sensitive::new("rotated"));
+    let started = Instant::now();
+    let outcome = store.update_session(&session, &rotated).await.unwrap();
+    let took = started.elapsed();
+    assert_eq!(outcome, UpdateOutcome::Updated);
+    stall.join().unwrap().unwrap();
+    assert!(
+        took >= Duration::from_millis(250),
+        "the save waited for the stalled replica (WAIT): {took:?}"
+    );
+    let key = Keys::new(&prefix).session(&reference.storage_id());
+    let version: u64 = setup
+        .replica
+        .query(redis::cmd("HGET").arg(&key).arg("ver"))
+        .unwrap();
+    assert_eq!(version, 2, "the replica holds the rotated tokens");
+    eprintln!("token save with a stalled replica returned after {took:?}");
+}

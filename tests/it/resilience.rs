@@ -331,3 +331,69 @@ async fn shutdown_turns_readyz_503_first_and_closes_the_listener_after_the_delay
         started.elapsed()
     );
 }
+
+#[actix_web::test]
+async fn rotated_tokens_are_saved_once_redis_is_back_so_the_grant_survives() {
+    use crate::support::upstream::Upstream;
+    let redis = RedisServer::start_persistent();
+    let upstream = Upstream::start();
+    let provider = Provider::start(ProviderOptions {
+        access_token_ttl_secs: 3,
+        ..ProviderOptions::default()
+    });
+    let app = spawn_app_with(
+        AppOptions {
+            redis_url: redis.url(),
+            issuer: provider.issuer(),
+            extra_toml: format!(
+                "[proxy]\nrefresh_skew = \"1s\"\n\n[[routes]]\nprefix = \"/api\"\nupstream = \"{}\"\n",
+                upstream.url
+            ),
+            ..AppOptions::default()
+        },
+        &provider,
+    )
+    .await;
+    let browser = Browser::new();
+    assert_eq!(app.login(&browser, "pia", "/").await.status, 302);
+    let api = |path: &'static str| {
+        let (browser, url) = (&browser, app.at(path));
+        async move { browser.get_with(&url, &[("x-csrf", "1")]).await }
+    };
+    assert_eq!(api("/api/before").await.status, 201);
+
+    // The next refresh: the provider rotates the refresh token at once but its answer
+    // arrives 1.5 s later; meanwhile Redis goes away, and comes back 1 s after that.
+    sleep_ms(2300).await;
+    provider.delay_token_responses(1500).await;
+    let refreshing = api("/api/refreshing");
+    let outage = async {
+        sleep_ms(300).await;
+        redis.stop();
+        sleep_ms(2200).await;
+        redis.start_again();
+    };
+    let (during, ()) = futures_util::future::join(refreshing, outage).await;
+    provider.delay_token_responses(0).await;
+
+    // The rotated refresh token was kept: the next expiry refreshes fine again (a
+    // lost one would come back to the provider used, and end the grant: 401).
+    sleep_ms(2300).await;
+    let after = api("/api/after").await;
+    assert_eq!(
+        after.status,
+        201,
+        "after the next refresh: {}",
+        after.text()
+    );
+    let stats = provider.stats().await;
+    assert_eq!(stats["refresh_success"], 2, "{stats}");
+    assert_eq!(stats["refresh_error"], 0, "{stats}");
+    // ...and the request that refreshed waited for Redis instead of failing.
+    assert_eq!(
+        during.status,
+        201,
+        "the refreshing request: {}",
+        during.text()
+    );
+}

@@ -39,13 +39,18 @@ pub fn redis_settings(session_lines: &str) -> RedisSettings {
 
 /// A store on the Redis `session_lines` describe, under a fresh random key prefix.
 pub fn store_with(session_lines: &str, expiry: ExpiryPolicy) -> RedisStore {
-    support::init();
-    let redis = RedisHandle::new(&redis_settings(session_lines)).expect("Redis settings");
-    RedisStore::new(
-        redis,
-        format!("contract-{}:", support::random_string(6)),
+    store_under(
+        session_lines,
+        &format!("contract-{}:", support::random_string(6)),
         expiry,
     )
+}
+
+/// A store on the Redis `session_lines` describe, under `prefix`.
+pub fn store_under(session_lines: &str, prefix: &str, expiry: ExpiryPolicy) -> RedisStore {
+    support::init();
+    let redis = RedisHandle::new(&redis_settings(session_lines)).expect("Redis settings");
+    RedisStore::new(redis, prefix, expiry)
 }
 
 /// A store on the Redis at `url`, under a fresh random key prefix.

@@ -238,10 +238,18 @@ const json = (res, status, body) => {
   res.end(JSON.stringify(body));
 };
 const callback = provider.callback();
+// POST /__test/token-delay?ms=N: token responses leave N ms after the provider has
+// answered (a refresh has already rotated the token when the client gets it).
+let tokenDelayMs = 0;
 const server = createServer((req, res) => {
   const url = new URL(req.url, ISSUER);
   if (!url.pathname.startsWith('/__test/')) {
     bump(stats.requests, url.pathname);
+    if (tokenDelayMs > 0 && url.pathname === '/token') {
+      const end = res.end.bind(res);
+      const ms = tokenDelayMs;
+      res.end = (...args) => { setTimeout(() => end(...args), ms); return res; };
+    }
     return callback(req, res);
   }
   const route = `${req.method} ${url.pathname}`;
@@ -250,6 +258,10 @@ const server = createServer((req, res) => {
     return json(res, 200, { ...totals, ...stats });
   }
   if (route === 'POST /__test/reset-stats') { stats = freshStats(); return json(res, 200, {}); }
+  if (route === 'POST /__test/token-delay') {
+    tokenDelayMs = Number(url.searchParams.get('ms') ?? 0);
+    return json(res, 200, {});
+  }
   if (route === 'POST /__test/revoke' && url.searchParams.get('sub')) {
     return revokeAccount(url.searchParams.get('sub')).then((n) => json(res, 200, { revoked_grants: n }));
   }

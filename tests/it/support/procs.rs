@@ -455,6 +455,15 @@ impl Provider {
         self.get_json("/__test/stats").await
     }
 
+    /// Holds every token response `ms` milliseconds after the provider answered (0:
+    /// none): a refresh has rotated the tokens well before spa-bff receives them.
+    pub async fn delay_token_responses(&self, ms: u64) {
+        let (status, body) = self
+            .send("POST", &format!("/__test/token-delay?ms={ms}"), None)
+            .await;
+        assert_eq!(status, 200, "token-delay: {body}");
+    }
+
     /// Zeroes all counters.
     pub async fn reset_stats(&self) {
         let (status, body) = self.send("POST", "/__test/reset-stats", None).await;

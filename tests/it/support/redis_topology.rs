@@ -371,6 +371,9 @@ impl Sentinel {
                 SENTINEL_DATA_PASSWORD,
                 "--masterauth",
                 SENTINEL_DATA_PASSWORD,
+                // DEBUG SLEEP stalls the replica in a test.
+                "--enable-debug-command",
+                "local",
             ])
         };
         let master_port = free_port();
