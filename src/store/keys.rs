@@ -8,7 +8,7 @@
 //! | `<prefix>sub:{<hash>}` | set | storage ids of one user's sessions | `session.absolute_timeout` |
 //! | `<prefix>sid:{<hash>}` | set | storage ids of one provider session's sessions | `session.absolute_timeout` |
 //! | `<prefix>logout-jti:{<hash>}` | string | a back-channel logout token's `jti` was used | twice the logout token's maximum age |
-//! | `<prefix>readyz` | string | when `/readyz` last wrote (proves writes are served) | one minute |
+//! | `<prefix>readyz` | none | never exists: `/readyz` deletes it (a write command, so it proves writes are served) | - |
 //!
 //! Nothing in a key can be turned back into a cookie, a user name or a token: ids,
 //! states and claims appear only as domain-separated SHA-256 digests. The part in
@@ -68,7 +68,8 @@ impl Keys {
         self.indexed("logout-jti", jti)
     }
 
-    /// The key `/readyz` writes to prove that Redis serves writes.
+    /// The key `/readyz` deletes (a write that changes nothing) to prove that Redis
+    /// serves writes.
     pub fn readiness(&self) -> String {
         format!("{}readyz", self.prefix)
     }

@@ -461,21 +461,21 @@ impl Store for RedisStore {
     }
 
     async fn ping(&self) -> Result<(), Error> {
-        // PING reaches every master of a cluster; the SET proves writes are served.
-        let mut set = redis::cmd("SET");
-        set.arg(self.keys.readiness())
-            .arg(crate::time::now_ms())
-            .arg("PX")
-            .arg(60_000);
+        // PING reaches every master of a cluster; DEL of a key that never exists
+        // is a write command that changes nothing: it proves writes are served
+        // (a paused or read-only Redis still answers PING).
+        let mut del = redis::cmd("DEL");
+        del.arg(self.keys.readiness());
         self.redis
             .run(|mut c| {
-                let set = &set;
+                let del = &del;
                 async move {
                     redis::cmd("PING").query_async::<String>(&mut c).await?;
-                    set.query_async::<()>(&mut c).await
+                    del.query_async::<i64>(&mut c).await
                 }
             })
             .await
+            .map(|_| ())
     }
 }
 
