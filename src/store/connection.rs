@@ -16,10 +16,11 @@
 //! - **Up**: the connection is replaced when it reports a broken link, when a
 //!   server turned replica answers `READONLY` (a Sentinel failover: the master is
 //!   discovered again), and when an operation times out (a hung server, or a
-//!   cluster whose slot map went stale). An operation that finds its connection
-//!   already dropped (e.g. Redis restarted while idle) is retried once on a new one,
-//!   within the same timeout. The cluster connection follows MOVED/ASK, CLUSTERDOWN
-//!   and failovers by itself (see [`super::topology`]).
+//!   cluster whose slot map went stale). On one server or a Sentinel master, an
+//!   operation that finds its connection already dropped (e.g. Redis restarted
+//!   while idle) is retried once on a new one, within the same timeout. The cluster
+//!   connection reconnects nodes and follows MOVED/ASK, CLUSTERDOWN and failovers
+//!   by itself (see [`super::topology`]).
 //!
 //! Failures are logged when the state changes (up → failing, or a different
 //! reason), in words from [`describe`] that never include a password.
@@ -162,13 +163,6 @@ impl RedisHandle {
                 )))
             }
         }
-    }
-
-    /// Whether Redis answers right now (`PING`; on a cluster, every master).
-    pub async fn ping(&self) -> Result<(), Error> {
-        self.run(|mut c| async move { redis::cmd("PING").query_async::<String>(&mut c).await })
-            .await
-            .map(|_| ())
     }
 
     /// Mode, version and replication of the deployment, connecting if needed.
