@@ -3,8 +3,7 @@
 //! real provider and Redis ([`check_online`]).
 
 use crate::config::Settings;
-use crate::error::render_errors;
-use crate::error::Error;
+use crate::error::{render_errors, Error};
 use crate::flows::refresh::RefreshFlights;
 use crate::oidc::{OidcHttp, ProviderHandle};
 use crate::routes;
@@ -186,7 +185,7 @@ async fn log_redis_report(redis: RedisHandle) {
             tls = r.tls,
             "Redis reached"
         ),
-        Err(e) => tracing::warn!("Redis not reachable at start: {e:?}"),
+        Err(e) => tracing::warn!("Redis not reachable at start: {}", detail(&e)),
     }
 }
 
@@ -204,12 +203,12 @@ pub async fn check_online(settings: Settings) -> OnlineReport {
     let mut ok = true;
     let settings = Arc::new(settings);
     let discovery = ProviderHandle::new(settings.clone());
-    match discovery
+    let discovered = discovery
         .discover(&OidcHttp::new(settings.oidc.http_timeout))
         .await
-    {
-        Ok(()) => {
-            let provider = discovery.get().expect("discovered");
+        .and_then(|()| discovery.get().map_err(|e| detail(&e)));
+    match discovered {
+        Ok(provider) => {
             let m = &provider.metadata;
             lines.push(format!(
                 "provider: ok, issuer {} matches oidc.issuer",
