@@ -1,15 +1,17 @@
-//! Builds the HTTP server: shared state, middleware, the route table.
+//! Builds the HTTP server: shared state, middleware, the route table; runs it until
+//! a signal, draining first ([`Shutdown`]); and checks a configuration against the
+//! real provider and Redis ([`check_online`]).
 
 use crate::config::Settings;
 use crate::edge::client::identify_client;
 use crate::edge::head::limit_headers;
 use crate::edge::Edge;
-use crate::error::render_errors;
+use crate::error::{render_errors, Error};
 use crate::flows::refresh::RefreshFlights;
-use crate::oidc::ProviderHandle;
+use crate::oidc::{OidcHttp, ProviderHandle};
 use crate::routes;
-use crate::state::AppState;
-use crate::store::RedisHandle;
+use crate::state::{AppState, Lifecycle};
+use crate::store::{RedisHandle, RedisReport};
 use crate::telemetry::trace_requests;
 use actix_web::dev::{Server, ServerHandle};
 use actix_web::middleware::{from_fn, DefaultHeaders};
@@ -17,12 +19,46 @@ use actix_web::{web, HttpServer};
 use std::io;
 use std::net::TcpListener;
 use std::sync::Arc;
+use std::time::Duration;
 
 /// A built, not yet running, spa-bff server.
 pub struct App {
     port: u16,
     server: Server,
     provider: Arc<ProviderHandle>,
+    shutdown: Shutdown,
+}
+
+/// Stops the server the way load balancers need: `/readyz` turns 503 at once,
+/// requests are still served for `server.shutdown_delay` (long enough for the
+/// balancer's next readiness probes to take the instance out), then the listener
+/// closes and in-flight requests finish (up to 10 s).
+#[derive(Clone)]
+pub struct Shutdown {
+    handle: ServerHandle,
+    lifecycle: Arc<Lifecycle>,
+    delay: Duration,
+}
+
+impl Shutdown {
+    /// Drains, then stops. A second call while draining does nothing.
+    pub async fn begin(self) {
+        if !self.lifecycle.start_draining() {
+            return;
+        }
+        tracing::info!(
+            delay_ms = self.delay.as_millis() as u64,
+            "shutting down: /readyz answers 503, the listener closes after the delay"
+        );
+        actix_web::rt::time::sleep(self.delay).await;
+        self.handle.stop(true).await;
+    }
+
+    /// Stops without the readiness delay (in-flight requests still finish).
+    pub async fn now(self) {
+        self.lifecycle.start_draining();
+        self.handle.stop(true).await;
+    }
 }
 
 impl App {
@@ -36,20 +72,31 @@ impl App {
     /// Like [`App::build`] on an already bound listener (tests bind port 0).
     pub fn build_with_listener(settings: Settings, listener: TcpListener) -> io::Result<App> {
         let port = listener.local_addr()?.port();
-        let redis = RedisHandle::client(&settings.session.redis_url)
-            .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e.to_string()))?;
+        let redis = RedisHandle::new(&settings.session.redis)
+            .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, detail(&e)))?;
         let settings = Arc::new(settings);
         let provider = ProviderHandle::new(settings.clone());
         actix_web::rt::spawn(provider.clone().discover_until_ready());
+        actix_web::rt::spawn(log_redis_report(redis.clone()));
 
         let workers = settings.server.workers;
         let flights = Arc::new(RefreshFlights::default());
         let edge = Edge::new(&settings);
-        let shared = (settings.clone(), provider.clone(), flights, edge);
+        let lifecycle = Arc::new(Lifecycle::default());
+        let shared = (
+            settings.clone(),
+            provider.clone(),
+            flights,
+            lifecycle.clone(),
+            edge,
+        );
+        let (target, timeout) = (redis.target(), redis.timeout());
         let mut server = HttpServer::new(move || {
-            let (settings, provider, flights, edge) = shared.clone();
+            let (settings, provider, flights, lifecycle, edge) = shared.clone();
             let configure = routes::configure(&settings);
-            let state = AppState::new(settings, provider, redis.clone(), flights);
+            // Each worker keeps a connection of its own.
+            let redis = RedisHandle::with_target(target.clone(), timeout);
+            let state = AppState::new(settings, provider, redis, flights, lifecycle);
             // Middleware, innermost first: the head-size limit answers with an error
             // that render_errors turns into a page for navigations; identify_client is
             // outermost so that the request span already knows the client.
@@ -74,14 +121,23 @@ impl App {
         // never half-close a connection while waiting for an answer.
         .h1_allow_half_closed(false)
         .listen(listener)?
+        // spa-bff handles SIGTERM/SIGINT itself, to drain first (see `run`).
+        .disable_signals()
         .shutdown_timeout(10);
         if let Some(n) = workers {
             server = server.workers(n);
         }
+        let server = server.run();
+        let shutdown = Shutdown {
+            handle: server.handle(),
+            lifecycle,
+            delay: settings.server.shutdown_delay,
+        };
         Ok(App {
             port,
-            server: server.run(),
+            server,
             provider,
+            shutdown,
         })
     }
 
@@ -94,13 +150,142 @@ impl App {
         self.server.handle()
     }
 
+    /// Shuts the server down as SIGTERM does.
+    pub fn shutdown(&self) -> Shutdown {
+        self.shutdown.clone()
+    }
+
     /// Whether provider discovery has succeeded.
     pub fn provider_ready(&self) -> bool {
         self.provider.is_ready()
     }
 
-    /// Runs until the server is stopped (SIGINT/SIGTERM or [`ServerHandle::stop`]).
+    /// Runs until the server is stopped: SIGTERM drains ([`Shutdown::begin`]);
+    /// SIGINT (Ctrl-C), or a second signal while draining, stops without the delay.
     pub async fn run(self) -> io::Result<()> {
+        actix_web::rt::spawn(stop_on_signals(self.shutdown.clone()));
         self.server.await
+    }
+}
+
+async fn stop_on_signals(shutdown: Shutdown) {
+    use tokio::signal::unix::{signal, SignalKind};
+    let (Ok(mut term), Ok(mut int)) = (
+        signal(SignalKind::terminate()),
+        signal(SignalKind::interrupt()),
+    ) else {
+        tracing::error!("cannot listen for SIGTERM/SIGINT");
+        return;
+    };
+    tokio::select! {
+        _ = term.recv() => {
+            actix_web::rt::spawn(shutdown.clone().begin());
+            tokio::select! {
+                _ = term.recv() => {}
+                _ = int.recv() => {}
+            }
+        }
+        _ = int.recv() => {}
+    }
+    shutdown.now().await;
+}
+
+/// Logs once, at start, what Redis is (or why it cannot be reached: a wrong
+/// password or an untrusted certificate does not stop spa-bff; `/readyz` says 503).
+async fn log_redis_report(redis: RedisHandle) {
+    match redis.report().await {
+        Ok(r) => tracing::info!(
+            mode = r.mode,
+            version = %r.version,
+            replicas = r.replicas,
+            tls = r.tls,
+            "Redis reached"
+        ),
+        Err(e) => tracing::warn!("Redis not reachable at start: {}", detail(&e)),
+    }
+}
+
+/// What `spa-bff check-config --online` found.
+pub struct OnlineReport {
+    /// One line per finding, `ok` or not.
+    pub lines: Vec<String>,
+    pub ok: bool,
+}
+
+/// Reaches the provider (discovery: the issuer must match, the endpoints spa-bff
+/// uses must be there) and Redis (mode, version, authentication and TLS).
+pub async fn check_online(settings: Settings) -> OnlineReport {
+    let mut lines = Vec::new();
+    let mut ok = true;
+    let settings = Arc::new(settings);
+    let discovery = ProviderHandle::new(settings.clone());
+    let discovered = discovery
+        .discover(&OidcHttp::new(settings.oidc.http_timeout))
+        .await
+        .and_then(|()| discovery.get().map_err(|e| detail(&e)));
+    match discovered {
+        Ok(provider) => {
+            let m = &provider.metadata;
+            lines.push(format!(
+                "provider: ok, issuer {} matches oidc.issuer",
+                provider.issuer()
+            ));
+            let token = m.token_endpoint().is_some();
+            let extra = provider.extra();
+            lines.push(format!(
+                "provider endpoints: authorization yes, token {}, jwks yes, userinfo {}, end_session {}, revocation {}",
+                yes(token),
+                yes(m.userinfo_endpoint().is_some()),
+                yes(extra.end_session_endpoint.is_some()),
+                yes(extra.revocation_endpoint.is_some()),
+            ));
+            if !token {
+                ok = false;
+                lines.push("provider: has no token endpoint".into());
+            }
+        }
+        Err(e) => {
+            ok = false;
+            lines.push(format!("provider: discovery failed: {e}"));
+        }
+    }
+    match RedisHandle::new(&settings.session.redis) {
+        Ok(redis) => match redis.report().await {
+            Ok(RedisReport {
+                mode,
+                version,
+                replicas,
+                tls,
+            }) => lines.push(format!(
+                "redis: ok, mode {mode}, version {version}, replicas {}, tls {}, authentication ok",
+                yes(replicas),
+                yes(tls)
+            )),
+            Err(e) => {
+                ok = false;
+                lines.push(format!("redis: {}", detail(&e)));
+            }
+        },
+        Err(e) => {
+            ok = false;
+            lines.push(format!("redis: {}", detail(&e)));
+        }
+    }
+    OnlineReport { lines, ok }
+}
+
+/// The logged detail of a store error (never a secret).
+fn detail(e: &Error) -> String {
+    match e {
+        Error::StoreUnavailable(d) | Error::Internal(d) => d.clone(),
+        other => other.to_string(),
+    }
+}
+
+fn yes(b: bool) -> &'static str {
+    if b {
+        "yes"
+    } else {
+        "no"
     }
 }

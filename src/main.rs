@@ -25,7 +25,12 @@ enum Command {
     /// Run the server (the default).
     Serve,
     /// Load and validate the configuration; print every problem (exit 1) or `ok` (exit 0).
-    CheckConfig,
+    CheckConfig {
+        /// Also reach the provider (discovery: issuer, endpoints) and Redis (mode,
+        /// version, authentication, TLS) and report what was found.
+        #[arg(long)]
+        online: bool,
+    },
 }
 
 fn main() -> ExitCode {
@@ -40,12 +45,22 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    if let Some(Command::CheckConfig) = cli.command {
-        println!("ok");
-        return ExitCode::SUCCESS;
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    if let Some(Command::CheckConfig { online }) = cli.command {
+        if !online {
+            println!("ok");
+            return ExitCode::SUCCESS;
+        }
+        let report = actix_web::rt::System::new().block_on(spa_bff::app::check_online(settings));
+        for line in &report.lines {
+            println!("{line}");
+        }
+        return match report.ok {
+            true => ExitCode::SUCCESS,
+            false => ExitCode::FAILURE,
+        };
     }
     spa_bff::telemetry::init();
-    let _ = rustls::crypto::ring::default_provider().install_default();
     let listen = settings.server.listen.clone();
     let public_url = settings.server.public_url.clone();
     let result = actix_web::rt::System::new().block_on(async move {

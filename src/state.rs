@@ -4,7 +4,8 @@
 //! store's Redis connection handle.
 //!
 //! Handlers reach the flows through [`AppState::deps`] and
-//! [`AppState::refresher`], which lend each flow only what it needs.
+//! [`AppState::refresher`], which lend each flow only what it needs. [`Lifecycle`]
+//! tells `/readyz` that the instance is shutting down.
 
 use crate::config::Settings;
 use crate::error::Error;
@@ -15,6 +16,7 @@ use crate::session::{CookieCodec, ExpiryPolicy};
 use crate::store::{LoadedSession, RedisHandle, RedisStore, Store};
 use crate::time::now_ms;
 use actix_web::{HttpRequest, HttpResponse};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
 pub struct AppState {
@@ -31,6 +33,26 @@ pub struct AppState {
     pub upstream: awc::Client,
     /// In-process refresh single-flight, shared by every worker.
     pub flights: Arc<RefreshFlights>,
+    /// Whether the instance is shutting down, shared by every worker.
+    pub lifecycle: Arc<Lifecycle>,
+}
+
+/// Serving, or draining before shutdown (`/readyz` turns 503 first, so load
+/// balancers stop sending before the listener closes).
+#[derive(Debug, Default)]
+pub struct Lifecycle {
+    draining: AtomicBool,
+}
+
+impl Lifecycle {
+    /// Marks the instance as shutting down; `false` when it already was.
+    pub fn start_draining(&self) -> bool {
+        !self.draining.swap(true, Ordering::SeqCst)
+    }
+
+    pub fn is_draining(&self) -> bool {
+        self.draining.load(Ordering::SeqCst)
+    }
 }
 
 /// What the request's session cookie led to.
@@ -53,19 +75,17 @@ impl SessionLookup {
 }
 
 impl AppState {
+    /// `redis` is this worker's own connection handle.
     pub fn new(
         settings: Arc<Settings>,
         provider: Arc<ProviderHandle>,
-        redis: redis::Client,
+        redis: RedisHandle,
         flights: Arc<RefreshFlights>,
+        lifecycle: Arc<Lifecycle>,
     ) -> Self {
         let s = &settings.session;
         let expiry = ExpiryPolicy::new(s.idle_timeout, s.absolute_timeout);
-        let store = RedisStore::new(
-            RedisHandle::from_client(redis, s.redis_timeout),
-            s.key_prefix.clone(),
-            expiry,
-        );
+        let store = RedisStore::new(redis, s.key_prefix.clone(), expiry);
         Self {
             http: OidcHttp::new(settings.oidc.http_timeout),
             cookies: CookieCodec::new(s),
@@ -75,6 +95,7 @@ impl AppState {
                 .disable_timeout()
                 .finish(),
             flights,
+            lifecycle,
             store,
             expiry,
             provider,

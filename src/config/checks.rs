@@ -60,7 +60,7 @@ fn refresh_lock_outlives_a_refresh(
     proxy: &ProxySettings,
     problems: &mut Vec<String>,
 ) {
-    let worst = oidc.http_timeout + session.redis_timeout * REFRESH_REDIS_COMMANDS;
+    let worst = oidc.http_timeout + session.redis.timeout * REFRESH_REDIS_COMMANDS;
     if proxy.refresh_lock_ttl <= worst {
         problems.push(format!(
             "proxy.refresh_lock_ttl: must be longer than one refresh can take: oidc.http_timeout + {REFRESH_REDIS_COMMANDS} x session.redis_timeout = {} (a refresh must finish while its lock is held)",
@@ -126,16 +126,16 @@ mod tests {
 
     #[test]
     fn refresh_lock_must_outlast_the_provider_deadline_and_the_redis_commands_of_a_refresh() {
-        // Defaults: 10s + 6 x 2s = 22s.
+        // Defaults: 10s + 6 x 1s = 16s.
         let lock = |ttl: &str| format!("[proxy]\nrefresh_lock_ttl = \"{ttl}\"\n[oidc]");
         assert!(problems_with(&[]).is_empty(), "the defaults fit");
-        assert!(problems_with(&[("[oidc]", &lock("23s"))]).is_empty());
-        for ttl in ["22s", "15s", "11s", "5s"] {
+        assert!(problems_with(&[("[oidc]", &lock("17s"))]).is_empty());
+        for ttl in ["16s", "15s", "11s", "5s"] {
             let problems = problems_with(&[("[oidc]", &lock(ttl))]);
             assert_eq!(problems.len(), 1, "{problems:?}");
             assert!(
                 problems[0].starts_with(
-                    "proxy.refresh_lock_ttl: must be longer than one refresh can take: oidc.http_timeout + 6 x session.redis_timeout = 22s"
+                    "proxy.refresh_lock_ttl: must be longer than one refresh can take: oidc.http_timeout + 6 x session.redis_timeout = 16s"
                 ),
                 "{problems:?}"
             );

@@ -43,6 +43,10 @@ pub struct ServerSettings {
     /// `server.max_header_bytes` (`SPA_BFF__SERVER__MAX_HEADER_BYTES`): the largest
     /// request header section (names and values) accepted (default 32KiB); larger is 431.
     pub max_header_bytes: u64,
+    /// `server.shutdown_delay` (`SPA_BFF__SERVER__SHUTDOWN_DELAY`): on SIGTERM, how long
+    /// `/readyz` answers 503 while requests are still served, before the listener
+    /// closes (default 5s; `0s` stops at once).
+    pub shutdown_delay: Duration,
 }
 
 /// An IP network such as `10.0.0.0/8` or `2001:db8::/32` (a bare address is a /32 or
@@ -185,6 +189,17 @@ pub(super) fn read(r: &mut Reader<'_>) -> Option<ServerSettings> {
     }
     let request_body_timeout = r.duration("server", "request_body_timeout", "30s");
     let max_header_bytes = r.byte_size("server", "max_header_bytes", "32KiB");
+    let shutdown_delay = match r.string("server", "shutdown_delay") {
+        None => Duration::from_secs(5),
+        Some(text) => humantime::parse_duration(text.trim()).unwrap_or_else(|_| {
+            r.err(
+                "server",
+                "shutdown_delay",
+                format!("{text:?} is not a duration like 5s or 0s"),
+            );
+            Duration::from_secs(5)
+        }),
+    };
     Some(ServerSettings {
         listen,
         public_url: public_url?,
@@ -195,6 +210,7 @@ pub(super) fn read(r: &mut Reader<'_>) -> Option<ServerSettings> {
         login_rate_burst,
         request_body_timeout,
         max_header_bytes,
+        shutdown_delay,
     })
 }
 

@@ -1,8 +1,8 @@
-//! `[session]`: where sessions live (Redis), the cookie that points at them, and how
-//! long they last.
+//! `[session]`: where sessions live (Redis, see [`super::redis`]), the cookie that
+//! points at them, and how long they last.
 
 use super::reader::Reader;
-use crate::secret::Sensitive;
+use super::redis::RedisSettings;
 use base64::Engine;
 use std::fmt;
 use std::time::Duration;
@@ -36,9 +36,9 @@ impl fmt::Debug for KeyMaterial {
 
 #[derive(Debug, Clone)]
 pub struct SessionSettings {
-    /// `session.redis_url` (`SPA_BFF__SESSION__REDIS_URL`): `redis://`, `rediss://` or
-    /// `unix://` (default `redis://127.0.0.1:6379`); may hold a password, so it is sensitive.
-    pub redis_url: Sensitive,
+    /// The Redis deployment: `session.redis_url` or `redis_cluster_urls` or
+    /// `redis_sentinel_urls`, credentials, CA, `redis_timeout` (see [`RedisSettings`]).
+    pub redis: RedisSettings,
     /// `session.key_prefix` (`SPA_BFF__SESSION__KEY_PREFIX`): every Redis key starts with
     /// it (default `spa-bff:`).
     pub key_prefix: String,
@@ -59,9 +59,6 @@ pub struct SessionSettings {
     /// `session.insecure_cookies` (`SPA_BFF__SESSION__INSECURE_COOKIES`): no `Secure`, no
     /// `__Host-` (http on localhost only; default false).
     pub insecure_cookies: bool,
-    /// `session.redis_timeout` (`SPA_BFF__SESSION__REDIS_TIMEOUT`): bound on every Redis
-    /// command (default 2s).
-    pub redis_timeout: Duration,
     /// `session.allow_cookie_without_host_prefix`
     /// (`SPA_BFF__SESSION__ALLOW_COOKIE_WITHOUT_HOST_PREFIX`): accept a `cookie_name`
     /// without `__Host-` in secure mode (default false: such a name is refused, since
@@ -71,17 +68,7 @@ pub struct SessionSettings {
 
 /// Reads `[session]`. Problems are recorded; the settings returned then hold stand-ins.
 pub(super) fn read(r: &mut Reader<'_>) -> SessionSettings {
-    let redis_url = r
-        .string("session", "redis_url")
-        .unwrap_or_else(|| "redis://127.0.0.1:6379".into());
-    if redis::Client::open(redis_url.as_str()).is_err() {
-        // The URL may hold a password: report the kind of problem, not the value.
-        r.err(
-            "session",
-            "redis_url",
-            "is not a Redis URL (expected redis://, rediss:// or unix://)",
-        );
-    }
+    let redis = super::redis::read(r);
     let key_prefix = r
         .string("session", "key_prefix")
         .unwrap_or_else(|| "spa-bff:".into());
@@ -105,7 +92,6 @@ pub(super) fn read(r: &mut Reader<'_>) -> SessionSettings {
     }
     let same_site = read_same_site(r);
     let insecure_cookies = r.bool("session", "insecure_cookies", false);
-    let redis_timeout = r.duration("session", "redis_timeout", "2s");
     let allow_cookie_without_host_prefix =
         r.bool("session", "allow_cookie_without_host_prefix", false);
     if !insecure_cookies
@@ -126,7 +112,7 @@ pub(super) fn read(r: &mut Reader<'_>) -> SessionSettings {
         false => configured_name,
     };
     SessionSettings {
-        redis_url: Sensitive::new(redis_url),
+        redis,
         key_prefix,
         cookie_name,
         cookie_keys,
@@ -134,7 +120,6 @@ pub(super) fn read(r: &mut Reader<'_>) -> SessionSettings {
         absolute_timeout,
         same_site,
         insecure_cookies,
-        redis_timeout,
         allow_cookie_without_host_prefix,
     }
 }

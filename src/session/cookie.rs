@@ -175,13 +175,12 @@ impl CookieCodec {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::config::{KeyMaterial, SessionSettings};
-    use crate::secret::Sensitive;
+    use crate::config::{KeyMaterial, RedisSettings, SessionSettings};
     use actix_web::test::TestRequest;
 
     fn settings(keys: &[&[u8]], insecure: bool) -> SessionSettings {
         SessionSettings {
-            redis_url: Sensitive::new("redis://127.0.0.1"),
+            redis: RedisSettings::standalone("redis://127.0.0.1", Duration::from_secs(1)),
             key_prefix: "t:".into(),
             cookie_name: if insecure {
                 "spa-bff"
@@ -194,7 +193,6 @@ mod tests {
             absolute_timeout: Duration::from_secs(600),
             same_site: SameSite::Lax,
             insecure_cookies: insecure,
-            redis_timeout: Duration::from_secs(1),
             allow_cookie_without_host_prefix: false,
         }
     }

@@ -8,6 +8,7 @@
 //! | `<prefix>sub:{<hash>}` | set | storage ids of one user's sessions | `session.absolute_timeout` |
 //! | `<prefix>sid:{<hash>}` | set | storage ids of one provider session's sessions | `session.absolute_timeout` |
 //! | `<prefix>logout-jti:{<hash>}` | string | a back-channel logout token's `jti` was used | twice the logout token's maximum age |
+//! | `<prefix>readyz` | none | never exists: `/readyz` deletes it (a write command, so it proves writes are served) | - |
 //!
 //! Nothing in a key can be turned back into a cookie, a user name or a token: ids,
 //! states and claims appear only as domain-separated SHA-256 digests. The part in
@@ -67,6 +68,12 @@ impl Keys {
         self.indexed("logout-jti", jti)
     }
 
+    /// The key `/readyz` deletes (a write that changes nothing) to prove that Redis
+    /// serves writes.
+    pub fn readiness(&self) -> String {
+        format!("{}readyz", self.prefix)
+    }
+
     fn indexed(&self, kind: &str, value: &str) -> String {
         let digest = digest_hex(INDEX_DOMAIN, value.as_bytes());
         format!("{}{kind}:{{{digest}}}", self.prefix)
@@ -94,6 +101,7 @@ mod tests {
             k.user_sessions("alice"),
             k.provider_sessions("sid-1"),
             k.logout_token("jti-1"),
+            k.readiness(),
         ] {
             assert!(key.starts_with("app:"), "{key}");
             for raw in ["the-state", "alice", "sid-1", "jti-1"] {

@@ -5,8 +5,10 @@
 //! replay markers all live in Redis ([`RedisStore`]); [`keys`] is the only place a
 //! key is formatted. Callers never see a key, a connection or a Redis command.
 //!
-//! The same contract test suite (`tests/it/store_contract.rs`) runs against every
-//! way of reaching Redis, so a new topology is added by running it once more.
+//! How Redis is reached (one server, Redis Cluster, Sentinel; TLS and ACL users) is
+//! [`topology`]; [`connection`] keeps one worker's connection alive and bounds every
+//! operation by `redis_timeout`. The same contract test suite
+//! (`tests/it/store_contract.rs`) runs against every topology.
 //!
 //! Error policy: an unreachable, failing or slow Redis is
 //! [`Error::StoreUnavailable`](crate::error::Error::StoreUnavailable) (503, heals by
@@ -15,9 +17,11 @@
 pub mod connection;
 pub mod keys;
 pub mod redis;
+pub mod topology;
 
 pub use connection::RedisHandle;
 pub use redis::RedisStore;
+pub use topology::RedisReport;
 
 use crate::error::Error;
 use crate::session::{LoginState, SessionRecord, SessionRef};
@@ -69,6 +73,8 @@ pub enum Liveness {
 pub struct RefreshLock {
     key: String,
     token: String,
+    /// When the lock ends by itself.
+    expires: tokio::time::Instant,
 }
 
 /// Whose sessions a back-channel logout ends.
@@ -155,6 +161,7 @@ pub trait Store {
     /// Whether the back-channel logout token `jti` was recorded as used.
     async fn logout_token_used(&self, jti: &str) -> Result<bool, Error>;
 
-    /// Whether the store answers right now.
+    /// Whether the store serves reads and writes right now (a store that answers
+    /// `PING` but holds writes, e.g. `CLIENT PAUSE WRITE`, is not ready).
     async fn ping(&self) -> Result<(), Error>;
 }

@@ -6,8 +6,16 @@
 //! `ver` is bumped on every rewrite for compare-and-set updates. The key's TTL always
 //! equals the time left under the idle and absolute timeouts.
 //!
-//! Every command is single-key or pipelined per key (no `MULTI` across hash tags),
-//! so the layout works unchanged on Redis Cluster.
+//! Redis Cluster: every command, pipeline and script touches one hash tag (one
+//! slot). Work that spans keys of different tags (a session and its index sets, the
+//! sessions a back-channel logout ends) is one command per key, sent concurrently;
+//! the cluster client refuses a pipeline across slots.
+//!
+//! Durability of rotated tokens: where the deployment has replicas, the save of
+//! rotated tokens waits (`WAIT 1`, at most half of `redis_timeout`) for one of them
+//! to hold the write, so a failover right after a refresh does not lose it. A save
+//! that fails is not retried here: the refresh flow keeps the tokens and saves them
+//! again (`flows::refresh`).
 
 use super::connection::RedisHandle;
 use super::keys::{Keys, LOGIN_DOMAIN};
@@ -16,9 +24,11 @@ use crate::error::Error;
 use crate::session::crypto::{open, random_token, seal};
 use crate::session::{ExpiryPolicy, LoginState, SessionRecord, SessionRef};
 use crate::time::UnixMs;
-use redis::Script;
-use std::sync::{Arc, LazyLock};
+use futures_util::future::try_join_all;
+use redis::{Cmd, FromRedisValue, Pipeline, Script, ScriptInvocation};
+use std::sync::{Arc, LazyLock, Mutex};
 use std::time::Duration;
+use tokio::time::Instant;
 
 /// Moves `seen` forward and re-arms the TTL, only if the session still exists.
 static TOUCH: LazyLock<Script> = LazyLock::new(|| {
@@ -37,14 +47,21 @@ static TOUCH: LazyLock<Script> = LazyLock::new(|| {
 
 /// Replaces `data` and bumps `ver`, only if `ver` is still the one the caller read.
 /// The TTL is left alone (a rewrite is not activity). 1: updated, 0: someone else
-/// rewrote it first, -1: the session is gone.
-static UPDATE: LazyLock<Script> = LazyLock::new(|| {
-    Script::new(
-        r"if redis.call('EXISTS', KEYS[1]) == 0 then return -1 end
+/// rewrote it first, -1: the session is gone. Sent as `EVAL` (not `EVALSHA`) in a
+/// pipeline with `WAIT`, which must follow the write on the same connection.
+const UPDATE: &str = r"if redis.call('EXISTS', KEYS[1]) == 0 then return -1 end
           local ver = redis.call('HGET', KEYS[1], 'ver') or '0'
           if ver ~= ARGV[1] then return 0 end
           redis.call('HSET', KEYS[1], 'data', ARGV[2], 'ver', tonumber(ver) + 1)
-          return 1",
+          return 1";
+
+/// Deletes a lock only if it still holds the caller's token.
+static UNLOCK: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(
+        r"if redis.call('GET', KEYS[1]) == ARGV[1] then
+            return redis.call('DEL', KEYS[1])
+          end
+          return 0",
     )
 });
 
@@ -60,45 +77,52 @@ static END_IF_UNCHANGED: LazyLock<Script> = LazyLock::new(|| {
     )
 });
 
-/// Deletes a lock only if it still holds the caller's token.
-static UNLOCK: LazyLock<Script> = LazyLock::new(|| {
-    Script::new(
-        r"if redis.call('GET', KEYS[1]) == ARGV[1] then
-            return redis.call('DEL', KEYS[1])
-          end
-          return 0",
-    )
-});
+/// Pause between two tries of a lock release.
+const RETRY_PAUSE: Duration = Duration::from_millis(100);
+/// After a `WAIT` no replica answered, skip `WAIT` this long (replica gone).
+const WAIT_PAUSE_AFTER_NO_ACK: Duration = Duration::from_secs(30);
 
 /// Cheap to clone: clones share one connection (a background save outlives the
 /// request that started it).
 #[derive(Clone)]
 pub struct RedisStore {
-    redis: Arc<RedisHandle>,
+    redis: RedisHandle,
     keys: Keys,
     expiry: ExpiryPolicy,
+    /// Until when `WAIT` is skipped (no replica acknowledged the last one).
+    wait_paused_until: Arc<Mutex<Option<Instant>>>,
 }
 
 impl RedisStore {
     pub fn new(redis: RedisHandle, prefix: impl Into<String>, expiry: ExpiryPolicy) -> Self {
         Self {
-            redis: Arc::new(redis),
+            redis,
             keys: Keys::new(prefix),
             expiry,
+            wait_paused_until: Arc::new(Mutex::new(None)),
         }
     }
 
-    /// Removes a session's storage id from its index sets.
-    async fn unindex(&self, id: &str, record: &SessionRecord) -> Result<(), Error> {
-        let indexes = self.index_keys(record);
+    /// The connection handle (readiness and reports use it).
+    pub fn redis(&self) -> &RedisHandle {
+        &self.redis
+    }
+
+    async fn query<T: FromRedisValue>(&self, cmd: &Cmd) -> Result<T, Error> {
         self.redis
-            .run(|mut c| async move {
-                let mut pipe = redis::pipe();
-                for index in &indexes {
-                    pipe.cmd("SREM").arg(index).arg(id).ignore();
-                }
-                pipe.query_async::<()>(&mut c).await
-            })
+            .run(|mut c| async move { cmd.query_async(&mut c).await })
+            .await
+    }
+
+    async fn pipeline<T: FromRedisValue>(&self, pipe: &Pipeline) -> Result<T, Error> {
+        self.redis
+            .run(|mut c| async move { pipe.query_async(&mut c).await })
+            .await
+    }
+
+    async fn script<T: FromRedisValue>(&self, call: &ScriptInvocation<'_>) -> Result<T, Error> {
+        self.redis
+            .run(|mut c| async move { call.invoke_async(&mut c).await })
             .await
     }
 
@@ -119,36 +143,42 @@ impl RedisStore {
     /// expire with the absolute timeout.
     async fn index(&self, id: &str, record: &SessionRecord) -> Result<(), Error> {
         let ttl = self.expiry.absolute.as_millis() as u64;
-        let keys = self.index_keys(record);
-        self.redis
-            .run(|mut c| async move {
-                // One slot per index key (Redis Cluster): no MULTI across them.
+        let pipes: Vec<Pipeline> = self
+            .index_keys(record)
+            .iter()
+            .map(|key| {
                 let mut pipe = redis::pipe();
-                for key in &keys {
-                    pipe.cmd("SADD").arg(key).arg(id).ignore();
-                    pipe.cmd("PEXPIRE").arg(key).arg(ttl).ignore();
-                }
-                pipe.query_async::<()>(&mut c).await
+                pipe.cmd("SADD").arg(key).arg(id).ignore();
+                pipe.cmd("PEXPIRE").arg(key).arg(ttl).ignore();
+                pipe
             })
-            .await
+            .collect();
+        try_join_all(pipes.iter().map(|p| self.pipeline::<()>(p))).await?;
+        Ok(())
+    }
+
+    /// Removes a session's storage id from its index sets (one command per set:
+    /// they live in other Cluster slots).
+    async fn unindex(&self, id: &str, record: &SessionRecord) -> Result<(), Error> {
+        let srems: Vec<Cmd> = self
+            .index_keys(record)
+            .iter()
+            .map(|index| {
+                let mut srem = redis::cmd("SREM");
+                srem.arg(index).arg(id);
+                srem
+            })
+            .collect();
+        try_join_all(srems.iter().map(|c| self.query::<i64>(c))).await?;
+        Ok(())
     }
 
     /// `SET key value NX PX ttl`: whether the key was set (it did not exist).
     async fn set_nx(&self, key: &str, value: &str, ttl: Duration) -> Result<bool, Error> {
         let ttl_ms = (ttl.as_millis() as u64).max(1);
-        let set: Option<String> = self
-            .redis
-            .run(|mut c| async move {
-                redis::cmd("SET")
-                    .arg(key)
-                    .arg(value)
-                    .arg("NX")
-                    .arg("PX")
-                    .arg(ttl_ms)
-                    .query_async(&mut c)
-                    .await
-            })
-            .await?;
+        let mut cmd = redis::cmd("SET");
+        cmd.arg(key).arg(value).arg("NX").arg("PX").arg(ttl_ms);
+        let set: Option<String> = self.query(&cmd).await?;
         Ok(set.is_some())
     }
 
@@ -160,18 +190,51 @@ impl RedisStore {
             .remaining(created, now, now)
             .map(|d| d.as_millis() as u64)
             .unwrap_or(1);
-        let touched = self
-            .redis
-            .run(|mut c| async move {
-                TOUCH
-                    .key(key)
-                    .arg(now)
-                    .arg(ttl.max(1))
-                    .invoke_async::<i64>(&mut c)
-                    .await
-            })
-            .await?;
+        let mut call = TOUCH.key(key);
+        call.arg(now).arg(ttl.max(1));
+        let touched: i64 = self.script(&call).await?;
         Ok(touched == 1)
+    }
+
+    /// `WAIT`'s timeout, when this write should wait for a replica.
+    fn replica_wait(&self) -> Option<u64> {
+        let paused = self
+            .wait_paused_until
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .is_some_and(|until| Instant::now() < until);
+        (self.redis.has_replicas() && !paused)
+            .then(|| (self.redis.timeout().as_millis() as u64 / 2).max(1))
+    }
+
+    /// One compare-and-set of the record, then (with replicas) `WAIT 1`.
+    async fn save_once(&self, key: &str, expected: u64, blob: &[u8]) -> Result<i64, Error> {
+        let wait = self.replica_wait();
+        let mut pipe = redis::pipe();
+        pipe.cmd("EVAL")
+            .arg(UPDATE)
+            .arg(1)
+            .arg(key)
+            .arg(expected)
+            .arg(blob);
+        if let Some(ms) = wait {
+            pipe.cmd("WAIT").arg(1).arg(ms);
+        }
+        let replies: Vec<i64> = self.pipeline(&pipe).await?;
+        let outcome = replies.first().copied().unwrap_or(-1);
+        if let (Some(ms), Some(0)) = (wait, replies.get(1)) {
+            tracing::warn!(
+                "no replica acknowledged a token save within {ms} ms; \
+                 not waiting for replicas for {}s",
+                WAIT_PAUSE_AFTER_NO_ACK.as_secs()
+            );
+            *self
+                .wait_paused_until
+                .lock()
+                .unwrap_or_else(|p| p.into_inner()) =
+                Some(Instant::now() + WAIT_PAUSE_AFTER_NO_ACK);
+        }
+        Ok(outcome)
     }
 }
 
@@ -186,29 +249,24 @@ impl Store for RedisStore {
         let key = self.keys.session(&id);
         let blob = reference.seal(&serialize(record)?);
         let ttl = self.expiry.idle.min(self.expiry.absolute).as_millis() as u64;
-        self.redis
-            .run(|mut c| async move {
-                redis::pipe()
-                    .atomic()
-                    .cmd("HSET")
-                    .arg(&key)
-                    .arg("data")
-                    .arg(blob)
-                    .arg("created")
-                    .arg(now)
-                    .arg("seen")
-                    .arg(now)
-                    .arg("ver")
-                    .arg(1)
-                    .ignore()
-                    .cmd("PEXPIRE")
-                    .arg(&key)
-                    .arg(ttl)
-                    .ignore()
-                    .query_async::<()>(&mut c)
-                    .await
-            })
-            .await?;
+        let mut pipe = redis::pipe();
+        pipe.atomic()
+            .cmd("HSET")
+            .arg(&key)
+            .arg("data")
+            .arg(blob)
+            .arg("created")
+            .arg(now)
+            .arg("seen")
+            .arg(now)
+            .arg("ver")
+            .arg(1)
+            .ignore()
+            .cmd("PEXPIRE")
+            .arg(&key)
+            .arg(ttl)
+            .ignore();
+        self.pipeline::<()>(&pipe).await?;
         self.index(&id, record).await?;
         Ok(reference)
     }
@@ -219,24 +277,14 @@ impl Store for RedisStore {
         now: UnixMs,
     ) -> Result<Option<LoadedSession>, Error> {
         let key = self.keys.session(&reference.storage_id());
+        let mut cmd = redis::cmd("HMGET");
+        cmd.arg(&key).arg(&["data", "created", "seen", "ver"]);
         let (data, created, seen, version): (
             Option<Vec<u8>>,
             Option<u64>,
             Option<u64>,
             Option<u64>,
-        ) = self
-            .redis
-            .run(|mut c| {
-                let key = &key;
-                async move {
-                    redis::cmd("HMGET")
-                        .arg(key)
-                        .arg(&["data", "created", "seen", "ver"])
-                        .query_async(&mut c)
-                        .await
-                }
-            })
-            .await?;
+        ) = self.query(&cmd).await?;
         let (Some(data), Some(created), Some(seen)) = (data, created, seen) else {
             return Ok(None);
         };
@@ -274,20 +322,10 @@ impl Store for RedisStore {
     }
 
     async fn session_alive(&self, reference: &SessionRef, now: UnixMs) -> Result<Liveness, Error> {
-        let key = self.keys.session(&reference.storage_id());
-        let (created, seen): (Option<u64>, Option<u64>) = self
-            .redis
-            .run(|mut c| {
-                let key = &key;
-                async move {
-                    redis::cmd("HMGET")
-                        .arg(key)
-                        .arg(&["created", "seen"])
-                        .query_async(&mut c)
-                        .await
-                }
-            })
-            .await?;
+        let mut cmd = redis::cmd("HMGET");
+        cmd.arg(self.keys.session(&reference.storage_id()))
+            .arg(&["created", "seen"]);
+        let (created, seen): (Option<u64>, Option<u64>) = self.query(&cmd).await?;
         Ok(match (created, seen) {
             (Some(created), Some(seen)) if self.expiry.remaining(created, seen, now).is_some() => {
                 Liveness::Live
@@ -303,18 +341,7 @@ impl Store for RedisStore {
     ) -> Result<UpdateOutcome, Error> {
         let key = self.keys.session(&session.reference.storage_id());
         let blob = session.reference.seal(&serialize(record)?);
-        let expected = session.version;
-        let outcome = self
-            .redis
-            .run(|mut c| async move {
-                UPDATE
-                    .key(&key)
-                    .arg(expected)
-                    .arg(blob)
-                    .invoke_async::<i64>(&mut c)
-                    .await
-            })
-            .await?;
+        let outcome = self.save_once(&key, session.version, &blob).await?;
         Ok(match outcome {
             1 => UpdateOutcome::Updated,
             0 => UpdateOutcome::Conflict,
@@ -324,34 +351,18 @@ impl Store for RedisStore {
 
     async fn end_session(&self, session: &LoadedSession) -> Result<(), Error> {
         let id = session.reference.storage_id();
-        let key = self.keys.session(&id);
-        let indexes = self.index_keys(&session.record);
-        self.redis
-            .run(|mut c| async move {
-                let mut pipe = redis::pipe();
-                pipe.cmd("DEL").arg(&key).ignore();
-                for index in &indexes {
-                    pipe.cmd("SREM").arg(index).arg(&id).ignore();
-                }
-                pipe.query_async::<()>(&mut c).await
-            })
-            .await
+        let mut del = redis::cmd("DEL");
+        del.arg(self.keys.session(&id));
+        self.query::<i64>(&del).await?;
+        self.unindex(&id, &session.record).await
     }
 
     async fn end_session_if_unchanged(&self, session: &LoadedSession) -> Result<EndOutcome, Error> {
         let id = session.reference.storage_id();
         let key = self.keys.session(&id);
-        let expected = session.version;
-        let outcome = self
-            .redis
-            .run(|mut c| async move {
-                END_IF_UNCHANGED
-                    .key(&key)
-                    .arg(expected)
-                    .invoke_async::<i64>(&mut c)
-                    .await
-            })
-            .await?;
+        let mut call = END_IF_UNCHANGED.key(&key);
+        call.arg(session.version);
+        let outcome: i64 = self.script(&call).await?;
         Ok(match outcome {
             1 => {
                 // The index sets live in other Cluster slots; a stale entry is harmless.
@@ -366,13 +377,9 @@ impl Store for RedisStore {
     }
 
     async fn delete_session(&self, reference: &SessionRef) -> Result<(), Error> {
-        let key = self.keys.session(&reference.storage_id());
-        self.redis
-            .run(
-                |mut c| async move { redis::cmd("DEL").arg(&key).query_async::<i64>(&mut c).await },
-            )
-            .await
-            .map(|_| ())
+        let mut del = redis::cmd("DEL");
+        del.arg(self.keys.session(&reference.storage_id()));
+        self.query::<i64>(&del).await.map(|_| ())
     }
 
     async fn end_sessions_of(&self, scope: LogoutScope<'_>) -> Result<usize, Error> {
@@ -380,26 +387,22 @@ impl Store for RedisStore {
             LogoutScope::ProviderSession(sid) => self.keys.provider_sessions(sid),
             LogoutScope::User(sub) => self.keys.user_sessions(sub),
         };
-        let ids: Vec<String> = self
-            .redis
-            .run(|mut c| {
-                let index = &index;
-                async move { redis::cmd("SMEMBERS").arg(index).query_async(&mut c).await }
+        let mut members = redis::cmd("SMEMBERS");
+        members.arg(&index);
+        let ids: Vec<String> = self.query(&members).await?;
+        // One DEL per session: they live in different Cluster slots.
+        let dels: Vec<Cmd> = ids
+            .iter()
+            .map(|id| {
+                let mut del = redis::cmd("DEL");
+                del.arg(self.keys.session(id));
+                del
             })
-            .await?;
-        let sessions: Vec<String> = ids.iter().map(|id| self.keys.session(id)).collect();
-        let deleted: Vec<usize> = self
-            .redis
-            .run(|mut c| async move {
-                // One DEL per key: sessions live in different Cluster slots.
-                let mut pipe = redis::pipe();
-                for key in &sessions {
-                    pipe.cmd("DEL").arg(key);
-                }
-                pipe.cmd("DEL").arg(&index).ignore();
-                pipe.query_async(&mut c).await
-            })
-            .await?;
+            .collect();
+        let deleted = try_join_all(dels.iter().map(|c| self.query::<usize>(c))).await?;
+        let mut del_index = redis::cmd("DEL");
+        del_index.arg(&index);
+        self.query::<i64>(&del_index).await?;
         Ok(deleted.iter().sum())
     }
 
@@ -411,24 +414,39 @@ impl Store for RedisStore {
         let key = self.keys.refresh_lock(&reference.storage_id());
         let token = random_token(16);
         let taken = self.set_nx(&key, &token, ttl).await?;
-        Ok(taken.then_some(RefreshLock { key, token }))
+        Ok(taken.then(|| RefreshLock {
+            key,
+            token,
+            expires: Instant::now() + ttl,
+        }))
     }
 
     async fn unlock_refresh(&self, lock: RefreshLock) {
-        let RefreshLock { key, token } = lock;
-        let result = self
-            .redis
-            .run(|mut c| async move {
-                UNLOCK
-                    .key(&key)
-                    .arg(&token)
-                    .invoke_async::<i64>(&mut c)
-                    .await
-            })
-            .await;
-        if let Err(e) = result {
-            tracing::warn!("could not release a refresh lock (it expires by itself): {e}");
-        }
+        let mut call = UNLOCK.key(&lock.key);
+        call.arg(&lock.token);
+        let Err(e) = self.script::<i64>(&call).await else {
+            return;
+        };
+        // Redis is away (a failover?): keep trying in the background while the lock
+        // would still block this session's refreshes.
+        tracing::warn!("could not release a refresh lock, retrying in the background: {e}");
+        let redis = self.redis.clone();
+        actix_web::rt::spawn(async move {
+            let mut call = UNLOCK.key(&lock.key);
+            call.arg(&lock.token);
+            while Instant::now() + RETRY_PAUSE < lock.expires {
+                tokio::time::sleep(RETRY_PAUSE).await;
+                let released = redis
+                    .run(|mut c| {
+                        let call = &call;
+                        async move { call.invoke_async::<i64>(&mut c).await }
+                    })
+                    .await;
+                if released.is_ok() {
+                    return;
+                }
+            }
+        });
     }
 
     async fn save_login(
@@ -442,29 +460,19 @@ impl Store for RedisStore {
             .encode()
             .ok_or_else(|| Error::Internal("login state fields too long".into()))?;
         let blob = seal(state.as_bytes(), LOGIN_DOMAIN, &plain, key.as_bytes());
-        let ttl_ms = ttl.as_millis() as u64;
-        self.redis
-            .run(|mut c| async move {
-                redis::cmd("SET")
-                    .arg(&key)
-                    .arg(blob)
-                    .arg("PX")
-                    .arg(ttl_ms)
-                    .query_async::<()>(&mut c)
-                    .await
-            })
-            .await
+        let mut cmd = redis::cmd("SET");
+        cmd.arg(&key)
+            .arg(blob)
+            .arg("PX")
+            .arg(ttl.as_millis() as u64);
+        self.query(&cmd).await
     }
 
     async fn take_login(&self, state: &str) -> Result<Option<LoginState>, Error> {
         let key = self.keys.login(state);
-        let blob: Option<Vec<u8>> = self
-            .redis
-            .run(|mut c| {
-                let key = &key;
-                async move { redis::cmd("GETDEL").arg(key).query_async(&mut c).await }
-            })
-            .await?;
+        let mut cmd = redis::cmd("GETDEL");
+        cmd.arg(&key);
+        let blob: Option<Vec<u8>> = self.query(&cmd).await?;
         Ok(blob
             .and_then(|b| open(state.as_bytes(), LOGIN_DOMAIN, &b, key.as_bytes()))
             .and_then(|p| LoginState::decode(&p)))
@@ -475,16 +483,28 @@ impl Store for RedisStore {
     }
 
     async fn logout_token_used(&self, jti: &str) -> Result<bool, Error> {
-        let key = self.keys.logout_token(jti);
-        let exists: i64 = self
-            .redis
-            .run(|mut c| async move { redis::cmd("EXISTS").arg(&key).query_async(&mut c).await })
-            .await?;
+        let mut cmd = redis::cmd("EXISTS");
+        cmd.arg(self.keys.logout_token(jti));
+        let exists: i64 = self.query(&cmd).await?;
         Ok(exists == 1)
     }
 
     async fn ping(&self) -> Result<(), Error> {
-        self.redis.ping().await
+        // PING reaches every master of a cluster; DEL of a key that never exists
+        // is a write command that changes nothing: it proves writes are served
+        // (a paused or read-only Redis still answers PING).
+        let mut del = redis::cmd("DEL");
+        del.arg(self.keys.readiness());
+        self.redis
+            .run(|mut c| {
+                let del = &del;
+                async move {
+                    redis::cmd("PING").query_async::<String>(&mut c).await?;
+                    del.query_async::<i64>(&mut c).await
+                }
+            })
+            .await
+            .map(|_| ())
     }
 }
 

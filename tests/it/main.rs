@@ -12,6 +12,7 @@ mod layers;
 mod login;
 mod long_lived;
 mod proxy;
+mod redis_deployments;
 mod resilience;
 mod serving;
 mod store_contract;

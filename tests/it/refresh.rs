@@ -150,7 +150,7 @@ async fn save_tokens(app: &TestApp, browser: &Browser, access: &str, refresh: &s
     let reference = reference_of(app, browser);
     let blob = reference.seal(&serde_json::to_vec(&record).unwrap());
     let key = Keys::new(&app.prefix).session(&reference.storage_id());
-    let redis = redis::Client::open(app.settings().session.redis_url.expose()).unwrap();
+    let redis = redis::Client::open(app.redis_url()).unwrap();
     let mut c = redis.get_multiplexed_async_connection().await.unwrap();
     let _: () = redis::pipe()
         .cmd("HSET")

@@ -208,3 +208,191 @@ async fn signing_kids(provider: &Provider) -> Vec<String> {
         .filter_map(|k| k["kid"].as_str().map(String::from))
         .collect()
 }
+
+#[actix_web::test]
+async fn readyz_is_503_within_the_redis_timeout_while_redis_is_paused() {
+    let redis = RedisServer::start();
+    let app = spawn_app(AppOptions {
+        redis_url: redis.url(),
+        ..AppOptions::default()
+    })
+    .await;
+    assert_eq!(app.readyz().await.status, 200);
+    let client = redis::Client::open(redis.url()).unwrap();
+    let mut admin = client.get_multiplexed_async_connection().await.unwrap();
+
+    // `WRITE`: Redis still answers PING and reads, but holds every write (no login,
+    // no refresh lock, no token save could succeed); then `ALL`: it answers nothing.
+    for mode in ["WRITE", "ALL"] {
+        let _: () = redis::cmd("CLIENT")
+            .arg("PAUSE")
+            .arg(3000)
+            .arg(mode)
+            .query_async(&mut admin)
+            .await
+            .unwrap();
+        let started = std::time::Instant::now();
+        let ready = app.readyz().await;
+        let elapsed = started.elapsed();
+        assert_eq!(ready.status, 503, "CLIENT PAUSE {mode}: {}", ready.text());
+        assert_eq!(ready.json()["checks"]["redis"], "unavailable");
+        eprintln!("readyz under CLIENT PAUSE {mode}: 503 after {elapsed:?} (redis_timeout 1s)");
+        assert!(
+            elapsed < Duration::from_millis(1900),
+            "bounded by redis_timeout: {elapsed:?}"
+        );
+        // Ready again once Redis answers, without a restart.
+        let _: () = redis::cmd("CLIENT")
+            .arg("UNPAUSE")
+            .query_async(&mut admin)
+            .await
+            .unwrap();
+        support::eventually(Duration::from_secs(10), "ready after the pause", || async {
+            (app.readyz().await.status == 200).then_some(())
+        })
+        .await;
+    }
+}
+
+#[actix_web::test]
+async fn the_first_request_after_redis_returns_succeeds() {
+    let redis = RedisServer::start_persistent();
+    let app = spawn_app(AppOptions {
+        redis_url: redis.url(),
+        ..AppOptions::default()
+    })
+    .await;
+    let browser = Browser::new();
+    assert_eq!(app.login(&browser, "nina", "/").await.status, 302);
+    assert_eq!(app.user(&browser).await.status, 200);
+
+    // Redis goes away for a while; requests meanwhile are 503 (never 401).
+    redis.stop();
+    for _ in 0..4 {
+        assert_eq!(app.user(&browser).await.status, 503);
+        sleep_ms(300).await;
+    }
+    // Back, with its data: the very first request succeeds, without a restart.
+    redis.start_again();
+    let started = std::time::Instant::now();
+    let res = app.user(&browser).await;
+    let first = started.elapsed();
+    assert_eq!(
+        res.status,
+        200,
+        "first request after Redis returned: {}",
+        res.text()
+    );
+    eprintln!("first request after Redis returned: 200 in {first:?}");
+
+    // Redis restarts while nobody is asking: the connection spa-bff held is dead,
+    // and the first request still succeeds (on a new one).
+    redis.stop();
+    redis.start_again();
+    let started = std::time::Instant::now();
+    let res = app.user(&browser).await;
+    assert_eq!(res.status, 200, "after a quiet restart: {}", res.text());
+    eprintln!(
+        "first request after a quiet Redis restart: 200 in {:?}",
+        started.elapsed()
+    );
+}
+
+#[actix_web::test]
+async fn shutdown_turns_readyz_503_first_and_closes_the_listener_after_the_delay() {
+    let app = spawn_app(AppOptions {
+        server_toml: "shutdown_delay = \"1500ms\"\n".into(),
+        ..AppOptions::default()
+    })
+    .await;
+    let browser = Browser::new();
+    assert_eq!(app.login(&browser, "olga", "/").await.status, 302);
+    let started = std::time::Instant::now();
+    actix_web::rt::spawn(app.shutdown.clone().begin());
+    sleep_ms(100).await;
+
+    // Draining: not ready, but still serving.
+    let ready = app.readyz().await;
+    assert_eq!(ready.status, 503, "{}", ready.text());
+    assert_eq!(ready.json()["checks"]["instance"], "shutting_down");
+    assert_eq!(browser.get(&app.at("/healthz")).await.status, 200);
+    assert_eq!(app.user(&browser).await.status, 200);
+
+    // After the delay the listener is gone.
+    let addr = app.url.trim_start_matches("http://").to_string();
+    support::eventually(Duration::from_secs(10), "the listener to close", || {
+        let addr = addr.clone();
+        async move { std::net::TcpStream::connect(&addr).is_err().then_some(()) }
+    })
+    .await;
+    assert!(
+        started.elapsed() >= Duration::from_millis(1500),
+        "the listener stayed open for the delay: {:?}",
+        started.elapsed()
+    );
+}
+
+#[actix_web::test]
+async fn rotated_tokens_are_saved_once_redis_is_back_so_the_grant_survives() {
+    use crate::support::upstream::Upstream;
+    let redis = RedisServer::start_persistent();
+    let upstream = Upstream::start();
+    let provider = Provider::start(ProviderOptions {
+        access_token_ttl_secs: 3,
+        ..ProviderOptions::default()
+    });
+    let app = spawn_app_with(
+        AppOptions {
+            redis_url: redis.url(),
+            issuer: provider.issuer(),
+            extra_toml: format!(
+                "[proxy]\nrefresh_skew = \"1s\"\n\n[[routes]]\nprefix = \"/api\"\nupstream = \"{}\"\n",
+                upstream.url
+            ),
+            ..AppOptions::default()
+        },
+        &provider,
+    )
+    .await;
+    let browser = Browser::new();
+    assert_eq!(app.login(&browser, "pia", "/").await.status, 302);
+    let api = |path: &'static str| {
+        let (browser, url) = (&browser, app.at(path));
+        async move { browser.get_with(&url, &[("x-csrf", "1")]).await }
+    };
+    assert_eq!(api("/api/before").await.status, 201);
+
+    // The next refresh: the provider rotates the refresh token at once but its answer
+    // arrives 1.5 s later; meanwhile Redis goes away, and comes back 1 s after that.
+    sleep_ms(2300).await;
+    provider.delay_token_answers("refresh_token", 1500, 1).await;
+    let refreshing = api("/api/refreshing");
+    let outage = async {
+        sleep_ms(300).await;
+        redis.stop();
+        sleep_ms(2200).await;
+        redis.start_again();
+    };
+    let (during, ()) = futures_util::future::join(refreshing, outage).await;
+
+    // The rotated refresh token was kept: the next expiry refreshes fine again (a
+    // lost one would come back to the provider used, and end the grant: 401).
+    sleep_ms(2300).await;
+    let after = api("/api/after").await;
+    assert_eq!(
+        after.status,
+        201,
+        "after the next refresh: {}",
+        after.text()
+    );
+    let stats = provider.stats().await;
+    assert_eq!(stats["refresh_success"], 2, "{stats}");
+    assert_eq!(stats["refresh_error"], 0, "{stats}");
+    // ...and the request that refreshed waited for Redis instead of failing.
+    assert_eq!(
+        during.status,
+        201,
+        "the refreshing request: {}",
+        during.text()
+    );
+}

@@ -1,9 +1,12 @@
 //! The store contract: what every [`Store`] must do, as one suite of checks run
 //! against each way spa-bff reaches Redis. Each check takes a fresh store (its own
 //! key prefix) from a factory; `store_contract!(name, factory)` instantiates the
-//! whole suite for one factory. Today: a standalone redis-server. A new topology
-//! (Cluster, Sentinel, TLS) is covered by one more `store_contract!` line.
+//! whole suite for one factory: a standalone redis-server, a Redis Cluster (3
+//! masters with replicas), a Sentinel setup (1 master, 1 replica, 3 sentinels) and
+//! a TLS server with an ACL user (`support::redis_topology`). Each factory builds
+//! the store from `[session]` settings the way the app does.
 
+use spa_bff::config::{RedisSettings, Settings};
 use spa_bff::secret::Sensitive;
 use spa_bff::session::{ExpiryPolicy, LoginState, SessionRecord, SessionRef, Tokens};
 use spa_bff::store::{EndOutcome, LogoutScope, RedisHandle, RedisStore, Store, UpdateOutcome};
@@ -11,26 +14,69 @@ use spa_bff::time::{now_ms, UnixMs};
 use std::time::Duration;
 
 use crate::support;
+use crate::support::redis_topology::{
+    shared_cluster, shared_sentinel, shared_tls_redis, ACL_PASSWORD,
+};
 
 /// Idle 30 min, absolute 12 h: nothing expires during a check unless it says so.
 pub fn long_lived() -> ExpiryPolicy {
     ExpiryPolicy::new(Duration::from_secs(1800), Duration::from_secs(12 * 3600))
 }
 
-/// A store on the Redis at `url`, under a fresh random key prefix.
-pub fn store_at(url: &str, expiry: ExpiryPolicy) -> RedisStore {
-    support::init();
-    let client = RedisHandle::client(&Sensitive::new(url)).expect("Redis URL");
-    RedisStore::new(
-        RedisHandle::from_client(client, Duration::from_secs(2)),
-        format!("contract-{}:", support::random_string(6)),
+/// The Redis settings `session_lines` (TOML of `[session]`) give, read by the
+/// configuration reader as the app reads them.
+pub fn redis_settings(session_lines: &str) -> RedisSettings {
+    let text = format!(
+        "[server]\npublic_url = \"https://app.example.com\"\n[oidc]\nissuer = \"https://id.example.com\"\n\
+         client_id = \"c\"\nclient_secret = \"s\"\n[session]\ncookie_keys = [\"{}\"]\nredis_timeout = \"2s\"\n{session_lines}\n",
+        support::app::TEST_COOKIE_KEY
+    );
+    Settings::from_toml_str(&text)
+        .unwrap_or_else(|e| panic!("test Redis settings: {e}"))
+        .session
+        .redis
+}
+
+/// A store on the Redis `session_lines` describe, under a fresh random key prefix.
+pub fn store_with(session_lines: &str, expiry: ExpiryPolicy) -> RedisStore {
+    store_under(
+        session_lines,
+        &format!("contract-{}:", support::random_string(6)),
         expiry,
     )
+}
+
+/// A store on the Redis `session_lines` describe, under `prefix`.
+pub fn store_under(session_lines: &str, prefix: &str, expiry: ExpiryPolicy) -> RedisStore {
+    support::init();
+    let redis = RedisHandle::new(&redis_settings(session_lines)).expect("Redis settings");
+    RedisStore::new(redis, prefix, expiry)
+}
+
+/// A store on the Redis at `url`, under a fresh random key prefix.
+pub fn store_at(url: &str, expiry: ExpiryPolicy) -> RedisStore {
+    store_with(&format!("redis_url = {url:?}"), expiry)
 }
 
 /// The factory for the standalone redis-server the tests share.
 pub async fn standalone(expiry: ExpiryPolicy) -> RedisStore {
     store_at(&support::shared_redis().url(), expiry)
+}
+
+/// The shared Redis Cluster, through three seed nodes.
+pub async fn cluster(expiry: ExpiryPolicy) -> RedisStore {
+    store_with(&shared_cluster().session_toml(), expiry)
+}
+
+/// The shared Sentinel setup's master, found through the sentinels.
+pub async fn sentinel(expiry: ExpiryPolicy) -> RedisStore {
+    store_with(&shared_sentinel().session_toml(), expiry)
+}
+
+/// The shared TLS server, as its ACL user, trusting the test CA.
+pub async fn tls_acl(expiry: ExpiryPolicy) -> RedisStore {
+    let tls = shared_tls_redis();
+    store_with(&tls.session_toml(ACL_PASSWORD, &tls.ca_file), expiry)
 }
 
 /// Instantiates every check of the contract for one store factory
@@ -101,6 +147,9 @@ macro_rules! store_contract {
 }
 
 store_contract!(standalone_redis, crate::store_contract::standalone);
+store_contract!(redis_cluster, crate::store_contract::cluster);
+store_contract!(redis_sentinel, crate::store_contract::sentinel);
+store_contract!(tls_and_acl_user, crate::store_contract::tls_acl);
 
 pub mod checks {
     use super::*;

@@ -4,8 +4,8 @@
 
 use crate::support::{self, Browser, Provider, RegisteredClient, Resp};
 use actix_web::dev::ServerHandle;
-use spa_bff::app::App;
-use spa_bff::config::Settings;
+use spa_bff::app::{App, Shutdown};
+use spa_bff::config::{RedisTopology, Settings};
 use spa_bff::session::{CookieCodec, SessionRecord, SessionRef};
 use spa_bff::store::keys::Keys;
 use std::net::TcpListener;
@@ -17,6 +17,9 @@ pub const TEST_COOKIE_KEY: &str = "dGVzdC1vbmx5LWNvb2tpZS1rZXktMDEyMzQ1Njc4OWFi"
 #[derive(Clone)]
 pub struct AppOptions {
     pub redis_url: String,
+    /// `[session]` lines saying where Redis is, instead of `redis_url` (a cluster,
+    /// sentinels, credentials, a CA).
+    pub redis_config: Option<String>,
     pub issuer: String,
     pub client_auth: &'static str,
     pub idle_timeout: &'static str,
@@ -56,6 +59,7 @@ impl AppOptions {
     pub fn default_offline() -> Self {
         Self {
             redis_url: "redis://127.0.0.1:6379".into(),
+            redis_config: None,
             issuer: "https://id.example.com".into(),
             client_auth: "client_secret_basic",
             idle_timeout: "30m",
@@ -82,12 +86,22 @@ pub struct TestApp {
     pub settings_toml: String,
     pub client: RegisteredClient,
     pub handle: ServerHandle,
+    /// Shuts the app down as SIGTERM does (readiness first, then the listener).
+    pub shutdown: Shutdown,
     pub cookie_name: String,
 }
 
 impl TestApp {
     pub fn at(&self, path: &str) -> String {
         format!("{}{path}", self.url)
+    }
+
+    /// The URL of the standalone Redis this app uses (tests that read Redis directly).
+    pub fn redis_url(&self) -> String {
+        let RedisTopology::Standalone { url } = self.settings().session.redis.topology else {
+            panic!("this test reads a standalone Redis only");
+        };
+        url.expose().to_string()
     }
 
     pub fn settings(&self) -> Settings {
@@ -100,8 +114,10 @@ impl TestApp {
         let port = listener.local_addr().unwrap().port();
         let app = App::build_with_listener(self.settings(), listener).expect("build app");
         let handle = app.handle();
+        let shutdown = app.shutdown();
         actix_web::rt::spawn(app.run());
         let twin = TestApp {
+            shutdown,
             url: format!("http://127.0.0.1:{port}"),
             public_url: self.public_url.clone(),
             prefix: self.prefix.clone(),
@@ -169,6 +185,10 @@ pub fn settings_toml(
         .as_ref()
         .map(|d| format!("static_dir = {d:?}\n"))
         .unwrap_or_default();
+    let redis = opts
+        .redis_config
+        .clone()
+        .unwrap_or_else(|| format!("redis_url = {:?}", opts.redis_url));
     format!(
         r#"
 [server]
@@ -184,7 +204,7 @@ client_auth = "{client_auth}"
 http_timeout = "3s"
 
 [session]
-redis_url = "{redis_url}"
+{redis}
 key_prefix = "{prefix}"
 cookie_keys = ["{TEST_COOKIE_KEY}"]
 idle_timeout = "{idle}"
@@ -197,7 +217,6 @@ redis_timeout = "1s"
         client_id = client.client_id,
         client_secret = client.client_secret,
         client_auth = opts.client_auth,
-        redis_url = opts.redis_url,
         idle = opts.idle_timeout,
         absolute = opts.absolute_timeout,
         insecure = opts.insecure_cookies,
@@ -247,8 +266,10 @@ pub async fn spawn_app_with(opts: AppOptions, provider: &Provider) -> TestApp {
     let cookie_name = settings.session.cookie_name.clone();
     let app = App::build_with_listener(settings, listener).expect("build app");
     let handle = app.handle();
+    let shutdown = app.shutdown();
     actix_web::rt::spawn(app.run());
     let app = TestApp {
+        shutdown,
         url,
         public_url,
         prefix,
@@ -317,7 +338,7 @@ pub async fn stored_record(app: &TestApp, browser: &Browser) -> SessionRecord {
         ))
         .to_http_request();
     let reference: SessionRef = codec.read_session(&req).expect("cookie decrypts");
-    let client = redis::Client::open(settings.session.redis_url.expose()).unwrap();
+    let client = redis::Client::open(app.redis_url()).unwrap();
     let mut c = client.get_multiplexed_async_connection().await.unwrap();
     let key = Keys::new(&app.prefix).session(&reference.storage_id());
     let blob: Vec<u8> = redis::cmd("HGET")

@@ -1,5 +1,6 @@
-//! Test support for spa-bff's integration tests: child processes (Redis, the OpenID
-//! provider from `tests/op`), a scripted browser, and small OAuth helpers.
+//! Test support for spa-bff's integration tests: child processes (Redis, Redis Cluster,
+//! Sentinel and TLS deployments, the OpenID provider from `tests/op`), a scripted
+//! browser, and small OAuth helpers.
 //!
 //! Everything here talks to 127.0.0.1 only. Async helpers use awc and must run under
 //! `#[actix_web::test]` (awc is !Send). Call [`init`] first in every test.
@@ -12,6 +13,7 @@ pub mod fake_op;
 pub mod flow;
 pub mod procs;
 pub mod raw;
+pub mod redis_topology;
 pub mod upstream;
 
 #[allow(unused_imports)]
@@ -42,6 +44,11 @@ pub fn init() {
             .with_test_writer()
             .try_init();
     });
+}
+
+/// `tests/artifacts/logs/<name>`, for figures and logs a run leaves behind.
+pub fn artifact_log(name: &str) -> std::path::PathBuf {
+    procs::log_path(name)
 }
 
 /// An awc client for direct (non-browser) calls: no redirect following, 10 s timeout.

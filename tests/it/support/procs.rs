@@ -32,15 +32,15 @@ pub fn free_port() -> u16 {
     }
 }
 
-fn addr(port: u16) -> SocketAddr {
+pub(super) fn addr(port: u16) -> SocketAddr {
     SocketAddr::from((Ipv4Addr::LOCALHOST, port))
 }
 
-fn port_open(port: u16) -> bool {
+pub(super) fn port_open(port: u16) -> bool {
     TcpStream::connect_timeout(&addr(port), Duration::from_millis(200)).is_ok()
 }
 
-fn wait_port_closed(port: u16, what: &str) {
+pub(super) fn wait_port_closed(port: u16, what: &str) {
     let deadline = Instant::now() + Duration::from_secs(10);
     while port_open(port) {
         assert!(
@@ -52,7 +52,7 @@ fn wait_port_closed(port: u16, what: &str) {
 }
 
 /// `tests/artifacts/logs/<name>`; the first call of a test run deletes logs older than an hour.
-fn log_path(name: &str) -> PathBuf {
+pub(super) fn log_path(name: &str) -> PathBuf {
     static CLEANED: Once = Once::new();
     let dir = PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/tests/artifacts/logs"));
     fs::create_dir_all(&dir).expect("create tests/artifacts/logs");
@@ -72,21 +72,21 @@ fn log_path(name: &str) -> PathBuf {
     dir.join(name)
 }
 
-fn log_tail(path: &PathBuf) -> String {
+pub(super) fn log_tail(path: &PathBuf) -> String {
     let text = fs::read_to_string(path).unwrap_or_default();
     let lines: Vec<&str> = text.lines().collect();
     lines[lines.len().saturating_sub(30)..].join("\n")
 }
 
 /// A running child plus the pipe that keeps it alive.
-struct Running {
-    child: Child,
-    stdin: Option<ChildStdin>,
+pub(super) struct Running {
+    pub(super) child: Child,
+    pub(super) stdin: Option<ChildStdin>,
 }
 
 impl Running {
     /// Closes the lifeline pipe, waits up to 5 s for a clean exit, then kills.
-    fn stop(mut self) {
+    pub(super) fn stop(mut self) {
         drop(self.stdin.take());
         let deadline = Instant::now() + Duration::from_secs(5);
         while Instant::now() < deadline {
@@ -103,10 +103,12 @@ impl Running {
 // ---------------------------------------------------------------------------------------
 // Redis
 
-/// A private `redis-server` on 127.0.0.1 with no persistence.
+/// A private `redis-server` on 127.0.0.1, with no persistence unless asked.
 pub struct RedisServer {
     pub port: u16,
     running: Mutex<Option<Running>>,
+    /// Where a persistent server keeps its append-only file.
+    data: Option<tempfile::TempDir>,
 }
 
 impl RedisServer {
@@ -120,6 +122,19 @@ impl RedisServer {
         let server = RedisServer {
             port,
             running: Mutex::new(None),
+            data: None,
+        };
+        server.start_again();
+        server
+    }
+
+    /// Like [`RedisServer::start`], but every write goes to an append-only file
+    /// (fsync always), so [`RedisServer::stop`] and `start_again` keep the data.
+    pub fn start_persistent() -> RedisServer {
+        let server = RedisServer {
+            port: free_port(),
+            running: Mutex::new(None),
+            data: Some(tempfile::tempdir().expect("temp dir for redis data")),
         };
         server.start_again();
         server
@@ -135,7 +150,8 @@ impl RedisServer {
         redis_ping(self.port)
     }
 
-    /// Stops the server (its data is lost) and waits until the port is closed.
+    /// Stops the server (its data is lost unless persistent) and waits until the port
+    /// is closed.
     pub fn stop(&self) {
         if let Some(running) = self.running.lock().unwrap().take() {
             running.stop();
@@ -143,21 +159,41 @@ impl RedisServer {
         wait_port_closed(self.port, "redis-server");
     }
 
-    /// (Re)starts the server on the same port, empty, and waits until it answers PING.
-    /// Does nothing if it is running.
+    /// (Re)starts the server on the same port (empty unless persistent) and waits until
+    /// it answers PING. Does nothing if it is running.
     pub fn start_again(&self) {
         let mut slot = self.running.lock().unwrap();
         if slot.is_some() {
             return;
         }
         let log = log_path(&format!("redis-{}.log", self.port));
-        let out = File::create(&log).expect("create redis log");
+        let out = File::options()
+            .create(true)
+            .append(true)
+            .open(&log)
+            .expect("create redis log");
+        let persistence: Vec<String> = match &self.data {
+            None => ["--save", "", "--appendonly", "no"]
+                .map(String::from)
+                .to_vec(),
+            Some(dir) => vec![
+                "--save".into(),
+                "".into(),
+                "--appendonly".into(),
+                "yes".into(),
+                "--appendfsync".into(),
+                "always".into(),
+                "--dir".into(),
+                dir.path().display().to_string(),
+            ],
+        };
         let mut child = Command::new("sh")
             .arg("-c")
             .arg(r#"redis-server "$@" & p=$!; read _ignored; kill "$p"; wait "$p""#)
             .arg("sh")
             .args(["--port", &self.port.to_string(), "--bind", "127.0.0.1"])
-            .args(["--save", "", "--appendonly", "no", "--loglevel", "warning"])
+            .args(&persistence)
+            .args(["--loglevel", "warning"])
             .stdin(Stdio::piped())
             .stdout(out.try_clone().unwrap())
             .stderr(out)
@@ -195,7 +231,7 @@ impl Drop for RedisServer {
     }
 }
 
-fn redis_ping(port: u16) -> bool {
+pub(super) fn redis_ping(port: u16) -> bool {
     let Ok(mut s) = TcpStream::connect_timeout(&addr(port), Duration::from_millis(200)) else {
         return false;
     };
