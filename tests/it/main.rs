@@ -3,7 +3,6 @@ mod support;
 mod provider;
 
 mod backchannel;
-mod bench;
 mod demo_api;
 mod fake_op;
 mod layers;
