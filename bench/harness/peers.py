@@ -47,10 +47,13 @@ class Client:
     client_id: str
     redirect_uri: str
     secret: str = field(default_factory=lambda: secrets.token_urlsafe(24))
+    backchannel_logout: bool = False  # spa-bff: register /backchannel-logout, with `sid`
 
     def metadata(self) -> dict:
         base = self.redirect_uri.rsplit("/", 1)[0]
-        return {
+        extra = {"backchannel_logout_uri": f"{base}/backchannel-logout",
+                 "backchannel_logout_session_required": True} if self.backchannel_logout else {}
+        return {**extra,
             "client_id": self.client_id,
             "client_secret": self.secret,
             "redirect_uris": [self.redirect_uri],
@@ -336,8 +339,10 @@ class SpaBff:
 
 
 def spa_bff_client(name: str = "bench-spa-bff") -> tuple[Client, int]:
+    """A client as a deployment registers it: with back-channel logout and `sid`, so each
+    session also has its `sid` index entry in Redis."""
     port = free_port()
-    return Client(name, f"http://127.0.0.1:{port}/callback"), port
+    return Client(name, f"http://127.0.0.1:{port}/callback", backchannel_logout=True), port
 
 
 def start_spa_bff(procs: Procs, dir: Path, name: str, *, binary: Path, port: int, public_port: int,

@@ -24,15 +24,18 @@ def verdict(ok: bool | None) -> str:
 def main_table(r: dict) -> str:
     rate = r["fixed_rate"]
     lines = [
-        f"| target | req/s, 64 conns | x nginx | p50 at {rate:,.0f} req/s | p99 at {rate:,.0f} req/s | token to upstream |",
-        "|---|---|---|---|---|---|",
+        f"| target | req/s, 64 conns | x nginx | p50 at {rate:,.0f} req/s | p99 at {rate:,.0f} req/s | RSS after load "
+        "| token to upstream |",
+        "|---|---|---|---|---|---|---|",
     ]
     for t in r["targets"]:
         fixed = t["fixed"]
         note = "" if fixed["held"] else f" (over capacity: {fixed['achieved']:,.0f} req/s served)"
+        if fixed.get("errors"):
+            note += f" ({fixed['errors']} errors)"
         lines.append(
             f"| {t['name']} | {_f(t['rps'])} | {t['ratio_to_nginx']:.2f} | {_f(fixed['p50_ms'], 2)} ms{note} "
-            f"| {_f(fixed['p99_ms'], 2)} ms | {t['bearer']} |")
+            f"| {_f(fixed['p99_ms'], 2)} ms | {r['peers_rss_mib'].get(t['name'], float('nan')):.0f} MiB | {t['bearer']} |")
     return "\n".join(lines)
 
 
@@ -44,7 +47,7 @@ def targets_table(r: dict) -> str:
                  f"{ratio:.2f} x nginx ({_f(s['rps'])} vs {_f(r['nginx_rps'])} req/s)", ratio >= 0.9))
     added = s["p99_added_ms"]
     rows.append((f"p99 at half of spa-bff's peak ({r['fixed_rate']:,.0f} req/s) no more than 1 ms above the upstream",
-                 f"+{added:.2f} ms ({s['p99_ms']:.2f} vs {r['upstream_p99_ms']:.2f} ms)", added <= 1.0))
+                 f"{added:+.2f} ms ({s['p99_ms']:.2f} vs {r['upstream_p99_ms']:.2f} ms)", added <= 1.0))
     rows.append(("RSS idle <= 30 MB", f"{s['rss_idle_mib']:.1f} MiB", s["rss_idle_mib"] <= 30))
     rows.append(("RSS with 1,000 open keep-alive connections <= 80 MB",
                  f"{s['rss_1000_mib']:.1f} MiB", s["rss_1000_mib"] <= 80))
@@ -103,7 +106,8 @@ def machine_lines(r: dict) -> str:
         f"- {r['rounds']} rounds x {r['seconds']} s per target and measurement, rounds interleaved across "
         f"targets, medians reported; fixed rate {r['fixed_rate']:,.0f} req/s = half of spa-bff's median peak.",
         f"- Versions: {r['versions']}",
-        f"- Run at {r['started']} (spa-bff {r['commit']}).",
+        f"- Run at {r['started']} (spa-bff {r['commit']}). RSS after load: the target's processes together "
+        "(nginx's master and worker, Apache's parent and children, node, spa-bff), after every load round.",
     ])
 
 
@@ -118,7 +122,7 @@ def workload_table(w: dict) -> str:
     added = ref["p99_ms"] - base["p99_ms"]
     lost = ref["refresh_errors"] + sum(n for k, n in ref["statuses"].items() if k != "200")
     lines += ["", "| target (issue 9) | measured | |", "|---|---|---|",
-              f"| p99 of `/api` with refreshes within 5 ms of the p99 without | +{added:.2f} ms | {verdict(added <= 5)} |",
+              f"| p99 of `/api` with refreshes within 5 ms of the p99 without | {added:+.2f} ms | {verdict(added <= 5)} |",
               f"| refreshes lost (refresh errors + non-2xx answers) = 0 | {lost} | {verdict(lost == 0)} |"]
     return "\n".join(lines)
 

@@ -47,20 +47,14 @@ app.use(
 );
 // Keep-alive connections to the upstream, as nginx, Apache and spa-bff keep them.
 const agent = new http.Agent({ keepAlive: true, maxSockets: 128 });
-app.use(
-  '/api',
-  requiresAuth(),
-  createProxyMiddleware({
-    target: env('UPSTREAM'),
-    agent,
-    on: {
-      proxyReq: (proxyReq, req) => {
-        proxyReq.removeHeader('cookie');
-        proxyReq.setHeader('authorization', `Bearer ${req.oidc.accessToken.access_token}`);
-      },
-    },
-  }),
-);
+// The token goes in before the proxy copies the request's headers: http-proxy emits `proxyReq`
+// only once a socket is assigned, too late for a request its client already gave up on.
+const withToken = (req, _res, next) => {
+  delete req.headers.cookie;
+  req.headers.authorization = `Bearer ${req.oidc.accessToken.access_token}`;
+  next();
+};
+app.use('/api', requiresAuth(), withToken, createProxyMiddleware({ target: env('UPSTREAM'), agent }));
 
 const server = app.listen(PORT, '127.0.0.1', () => process.stdout.write(`listening ${PORT}\n`));
 server.keepAliveTimeout = 120_000;
