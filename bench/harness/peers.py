@@ -436,4 +436,4 @@ def check_target(target: Target, expect_bearer: bool) -> None:
         token = echo.text.removeprefix("Bearer ")
         if echo.status != 200 or not echo.text.startswith("Bearer ") or len(token) < 16:
             raise Failure(f"{target.name}: the upstream did not see a Bearer token ({echo.status}: {echo.text[:100]})")
-        target.bearer_checked = f"Bearer token of {len(token)} chars reached the upstream"
+        target.bearer_checked = f"Bearer ({len(token)} chars), checked"

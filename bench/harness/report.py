@@ -24,7 +24,7 @@ def verdict(ok: bool | None) -> str:
 def main_table(r: dict) -> str:
     rate = r["fixed_rate"]
     lines = [
-        f"| target | req/s, 64 conns | x nginx | p50 at {rate:,.0f} req/s | p99 at {rate:,.0f} req/s | RSS after load "
+        f"| target | req/s, 64 conns (rounds' range) | x nginx | p50 at {rate:,.0f} req/s | p99 at {rate:,.0f} req/s | RSS after load "
         "| token to upstream |",
         "|---|---|---|---|---|---|---|",
     ]
@@ -33,8 +33,10 @@ def main_table(r: dict) -> str:
         note = "" if fixed["held"] else f" (over capacity: {fixed['achieved']:,.0f} req/s served)"
         if fixed.get("errors"):
             note += f" ({fixed['errors']} errors)"
+        rounds = [x["rps"] for x in t["rounds"]["wrk"]]
+        spread = f" ({_f(min(rounds))}-{_f(max(rounds))})" if len(rounds) > 1 else ""
         lines.append(
-            f"| {t['name']} | {_f(t['rps'])} | {t['ratio_to_nginx']:.2f} | {_f(fixed['p50_ms'], 2)} ms{note} "
+            f"| {t['name']} | {_f(t['rps'])}{spread} | {t['ratio_to_nginx']:.2f} | {_f(fixed['p50_ms'], 2)} ms{note} "
             f"| {_f(fixed['p99_ms'], 2)} ms | {r['peers_rss_mib'].get(t['name'], float('nan')):.0f} MiB | {t['bearer']} |")
     return "\n".join(lines)
 
