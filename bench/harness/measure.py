@@ -151,6 +151,17 @@ class Workload:
     refresh_errors: int = 0
     latencies: list = field(default_factory=list, repr=False)
 
+    @classmethod
+    def of(cls, seconds: float, latencies: list[float], statuses: dict) -> "Workload":
+        ordered = sorted(latencies)
+        return cls(seconds, len(ordered), dict(statuses), percentile(ordered, 0.5) * 1000,
+                   percentile(ordered, 0.99) * 1000, percentile(ordered, 0.999) * 1000, latencies=ordered)
+
+    def merge(self, other: "Workload") -> "Workload":
+        statuses = collections.Counter(self.statuses)
+        statuses.update(other.statuses)
+        return Workload.of(self.seconds + other.seconds, self.latencies + other.latencies, statuses)
+
 
 def workload(ports: list[int], path: str, cookies: list[str], ticks_per_second: float, seconds: float) -> Workload:
     """Open loop: every session sends, `ticks_per_second` times a second, one request to EACH
@@ -211,8 +222,6 @@ def workload(ports: list[int], path: str, cookies: list[str], ticks_per_second: 
         for pool in pools.values():
             for conn in pool:
                 conn.close()
-        ordered = sorted(latencies)
-        return Workload(seconds, len(ordered), dict(statuses), percentile(ordered, 0.5) * 1000,
-                        percentile(ordered, 0.99) * 1000, percentile(ordered, 0.999) * 1000)
+        return Workload.of(seconds, latencies, statuses)
 
     return asyncio.run(run())

@@ -133,7 +133,8 @@ def workload_setup(w: dict) -> str:
     return (f"{w['sessions']} sessions, {w['seconds']} s per run, two spa-bff instances sharing Redis; every "
             f"session sends {w['ticks_per_second']} times a second one request to each instance at the same "
             f"moment (open loop, latency from the moment a request was due); access tokens live "
-            f"{w['token_ttl_s']} s and spa-bff refreshes {w['refresh_skew_s']} s before expiry. "
+            f"{w['token_ttl_s']} s and spa-bff refreshes {w['refresh_skew_s']} s before expiry. The two runs alternate "
+            f"in {w.get('segments', 1)} segments each. "
             f"{w['started']}, spa-bff {w['commit']}, load average {w['load_before']} before, {w['load_after']} after.")
 
 
