@@ -101,7 +101,8 @@ class Procs:
         log = self.logs / f"{name}.log"
         out = open(log, "wb")
         popen = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT,
-                                 env={**os.environ, **(env or {})}, cwd=cwd, start_new_session=True)
+                                 env={**os.environ, "PATH": f"{os.environ.get('PATH', '')}:/usr/sbin:/sbin",
+                                      **(env or {})}, cwd=cwd, start_new_session=True)
         out.close()
         proc = Proc(name, popen, log)
         self.started.append(proc)
