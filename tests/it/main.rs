@@ -4,7 +4,6 @@ mod provider;
 mod refresh;
 
 mod backchannel;
-mod bench;
 mod demo_api;
 mod edge;
 mod fake_op;

@@ -195,6 +195,7 @@ const freshStats = () => ({
   refresh_success: 0, refresh_error: 0,
   backchannel_success: 0, backchannel_error: 0, backchannel_errors: [],
   requests: {}, // by path, e.g. "/token", "/me"
+  durations_ms: {}, // by path: total milliseconds spent answering (the benchmark subtracts them)
 });
 let stats = freshStats();
 const bump = (map, key) => { map[key] = (map[key] ?? 0) + 1; };
@@ -257,6 +258,12 @@ const server = createServer((req, res) => {
   const url = new URL(req.url, ISSUER);
   if (!url.pathname.startsWith('/__test/')) {
     bump(stats.requests, url.pathname);
+    const started = process.hrtime.bigint();
+    const counted = stats;
+    res.on('finish', () => {
+      const ms = Number(process.hrtime.bigint() - started) / 1e6;
+      counted.durations_ms[url.pathname] = (counted.durations_ms[url.pathname] ?? 0) + ms;
+    });
     return callback(req, res);
   }
   const route = `${req.method} ${url.pathname}`;

@@ -450,7 +450,8 @@ impl Provider {
     /// Counters from `GET /__test/stats`: `authorization_code` and `refresh_token` (token
     /// requests, successful or not), `token_requests`/`token_success`/`token_error` (maps by
     /// grant type), `refresh_success`, `refresh_error`, `backchannel_success`,
-    /// `backchannel_error`, `backchannel_errors` (messages), `requests` (map by path).
+    /// `backchannel_error`, `backchannel_errors` (messages), `requests` (map by path),
+    /// `durations_ms` (map by path: total time spent answering, for the benchmark).
     pub async fn stats(&self) -> Value {
         self.get_json("/__test/stats").await
     }
