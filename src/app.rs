@@ -120,6 +120,8 @@ impl App {
         // connection instead of holding it until the upstream next writes. Browsers
         // never half-close a connection while waiting for an answer.
         .h1_allow_half_closed(false)
+        // Nagle off on accepted sockets too (see `net`).
+        .tcp_nodelay(true)
         .listen(listener)?
         // spa-bff handles SIGTERM/SIGINT itself, to drain first (see `run`).
         .disable_signals()

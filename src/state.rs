@@ -90,7 +90,9 @@ impl AppState {
             http: OidcHttp::new(settings.oidc.http_timeout),
             cookies: CookieCodec::new(s),
             upstream: awc::Client::builder()
-                .connector(awc::Connector::new().limit(settings.proxy.max_upstream_connections))
+                .connector(crate::net::awc_connector(
+                    settings.proxy.max_upstream_connections,
+                ))
                 .disable_redirects()
                 .disable_timeout()
                 .finish(),

@@ -49,7 +49,7 @@ fn request_id(req: &ServiceRequest) -> String {
                     .all(|b| b.is_ascii_alphanumeric() || b"-_.".contains(&b))
         })
         .map(String::from)
-        .unwrap_or_else(|| crate::session::crypto::random_token(12))
+        .unwrap_or_else(|| crate::session::crypto::random_id(12))
 }
 
 /// Middleware: one span per request, a log line when it finishes, `X-Request-Id` echoed.

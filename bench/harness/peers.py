@@ -347,7 +347,7 @@ def spa_bff_client(name: str = "bench-spa-bff") -> tuple[Client, int]:
 
 def start_spa_bff(procs: Procs, dir: Path, name: str, *, binary: Path, port: int, public_port: int,
                   client: Client, provider: Provider, redis_port: int, upstream_port: int, workers: int,
-                  key_prefix: str, cookie_key: str, rust_log: str) -> SpaBff:
+                  key_prefix: str, cookie_key: str, rust_log: str, launcher: list[str] | None = None) -> SpaBff:
     """spa-bff (release build) with one [[routes]] `/api` to the upstream."""
     dir.mkdir(parents=True, exist_ok=True)
     conf = dir / f"{name}.toml"
@@ -373,7 +373,7 @@ idle_timeout = "1h"
 prefix = "/api"
 upstream = "http://127.0.0.1:{upstream_port}"
 """)
-    p = procs.start(name, [str(binary), "--config", str(conf)], env={"RUST_LOG": rust_log})
+    p = procs.start(name, [*(launcher or []), str(binary), "--config", str(conf)], env={"RUST_LOG": rust_log})
     p.wait_port(port)
     app = SpaBff(port, f"http://127.0.0.1:{public_port}", p)
     deadline = time.monotonic() + 30

@@ -124,7 +124,7 @@ impl<S: Store + Clone + 'static> Refresher<'_, S> {
         stale: Stale<'_>,
     ) -> Result<LoadedSession, Error> {
         let skew = self.policy.skew;
-        let id = session.reference.storage_id();
+        let id = session.reference.storage_id().to_string();
         // Tokens this instance got but could not save are newer than the store's.
         let session = match self.flights.kept(&id) {
             Some(_) => self.settle(session).await?,
@@ -231,11 +231,11 @@ impl<S: Store + Clone + 'static> Refresher<'_, S> {
                 return done(self.end_unless_changed(&session).await);
             }
             Err(RefreshError::Unavailable(detail)) => {
-                self.flights.remember_failure(&id, &detail);
+                self.flights.remember_failure(id, &detail);
                 return done(Err(Error::ProviderUnavailable(detail)));
             }
         };
-        self.flights.forget_failure(&id);
+        self.flights.forget_failure(id);
         let kept = Kept {
             from: tokens.clone(),
             tokens: new_tokens,
@@ -260,7 +260,7 @@ impl<S: Store + Clone + 'static> Refresher<'_, S> {
             }
             SaveOutcome::NotYet(e) => {
                 tracing::warn!(session = %short, "refreshed tokens not saved yet ({e}); keeping them and retrying");
-                self.flights.keep(&id, kept.clone());
+                self.flights.keep(id, kept.clone());
                 let mut session = session;
                 session.record.tokens = kept.tokens;
                 Refreshed::Kept(session)
@@ -291,16 +291,16 @@ impl<S: Store + Clone + 'static> Refresher<'_, S> {
     /// Saves the kept tokens of `session`, if any; see the module doc.
     async fn settle(&self, mut session: LoadedSession) -> Result<LoadedSession, Error> {
         let id = session.reference.storage_id();
-        let Some(kept) = self.flights.kept(&id) else {
+        let Some(kept) = self.flights.kept(id) else {
             return Ok(session);
         };
         match save_kept(self.store, &session, &kept).await {
             SaveOutcome::Saved(s) | SaveOutcome::Superseded(s) => {
-                self.flights.forget_kept(&id, &kept);
+                self.flights.forget_kept(id, &kept);
                 Ok(s)
             }
             SaveOutcome::Gone => {
-                self.flights.forget_kept(&id, &kept);
+                self.flights.forget_kept(id, &kept);
                 self.revoke_in_background(&kept.tokens);
                 Err(Error::Unauthenticated)
             }
@@ -343,15 +343,15 @@ impl<S: Store + Clone + 'static> Refresher<'_, S> {
             while now_ms() < until {
                 actix_web::rt::time::sleep(delay).await;
                 delay = (delay * 2).min(SAVE_RETRY_MAX);
-                let mutex = flights.mutex(&id);
+                let mutex = flights.mutex(id);
                 let _in_process = mutex.lock().await;
-                let Some(kept) = flights.kept(&id) else {
+                let Some(kept) = flights.kept(id) else {
                     break; // a request of the session saved them
                 };
                 let session = match store.load_session(&reference, now_ms()).await {
                     Ok(Some(s)) => s,
                     Ok(None) => {
-                        flights.forget_kept(&id, &kept);
+                        flights.forget_kept(id, &kept);
                         revoke = kept.tokens.refresh_token.clone();
                         break;
                     }
@@ -359,12 +359,12 @@ impl<S: Store + Clone + 'static> Refresher<'_, S> {
                 };
                 match save_kept(&store, &session, &kept).await {
                     SaveOutcome::Saved(_) | SaveOutcome::Superseded(_) => {
-                        flights.forget_kept(&id, &kept);
+                        flights.forget_kept(id, &kept);
                         tracing::info!(session = %&id[..8], "kept tokens saved");
                         break;
                     }
                     SaveOutcome::Gone => {
-                        flights.forget_kept(&id, &kept);
+                        flights.forget_kept(id, &kept);
                         revoke = kept.tokens.refresh_token.clone();
                         break;
                     }
@@ -373,8 +373,8 @@ impl<S: Store + Clone + 'static> Refresher<'_, S> {
             }
             if now_ms() >= until {
                 // The session has expired by now: nothing left to save them into.
-                if let Some(kept) = flights.kept(&id) {
-                    flights.forget_kept(&id, &kept);
+                if let Some(kept) = flights.kept(id) {
+                    flights.forget_kept(id, &kept);
                 }
             }
             store.unlock_refresh(lock).await;

@@ -19,6 +19,9 @@ const NONCE_LEN: usize = 12;
 pub struct SessionRef {
     id: [u8; 32],
     secret: [u8; 32],
+    /// [`SessionRef::storage_id`], computed once: every request needs it several
+    /// times (Redis key, encryption's associated data, logs, single-flight).
+    storage_id: String,
 }
 
 impl fmt::Debug for SessionRef {
@@ -34,7 +37,16 @@ impl SessionRef {
         let mut secret = [0u8; 32];
         rand::rngs::OsRng.fill_bytes(&mut id);
         rand::rngs::OsRng.fill_bytes(&mut secret);
-        Self { id, secret }
+        Self::from_parts(id, secret)
+    }
+
+    fn from_parts(id: [u8; 32], secret: [u8; 32]) -> Self {
+        let storage_id = digest_hex(b"spa-bff/session-id/v1", &id);
+        Self {
+            id,
+            secret,
+            storage_id,
+        }
     }
 
     /// The plaintext cookie value (it is encrypted again by the cookie codec).
@@ -54,12 +66,12 @@ impl SessionRef {
         let mut secret = [0u8; 32];
         id.copy_from_slice(&bytes[..32]);
         secret.copy_from_slice(&bytes[32..]);
-        Some(Self { id, secret })
+        Some(Self::from_parts(id, secret))
     }
 
     /// A one-way function of the session id: safe to use in Redis keys and logs.
-    pub fn storage_id(&self) -> String {
-        digest_hex(b"spa-bff/session-id/v1", &self.id)
+    pub fn storage_id(&self) -> &str {
+        &self.storage_id
     }
 
     pub fn seal(&self, plaintext: &[u8]) -> Vec<u8> {
@@ -86,7 +98,26 @@ pub fn digest_hex(domain: &[u8], data: &[u8]) -> String {
     let mut h = Sha256::new();
     h.update(domain);
     h.update(data);
-    h.finalize().iter().map(|b| format!("{b:02x}")).collect()
+    hex(&h.finalize())
+}
+
+/// Lower-case hex of `bytes`.
+fn hex(bytes: &[u8]) -> String {
+    const DIGITS: &[u8; 16] = b"0123456789abcdef";
+    let mut out = String::with_capacity(bytes.len() * 2);
+    for b in bytes {
+        out.push(DIGITS[(b >> 4) as usize] as char);
+        out.push(DIGITS[(b & 0xf) as usize] as char);
+    }
+    out
+}
+
+/// `n` random bytes from the thread's generator (seeded from the OS, fast), base64url
+/// without padding: for identifiers that need to be unique, not secret (request ids).
+pub fn random_id(n: usize) -> String {
+    let mut buf = vec![0u8; n];
+    rand::thread_rng().fill_bytes(&mut buf);
+    URL_SAFE_NO_PAD.encode(buf)
 }
 
 /// `n` random bytes from the OS generator, base64url without padding.

@@ -246,7 +246,7 @@ impl Store for RedisStore {
     ) -> Result<SessionRef, Error> {
         let reference = SessionRef::generate();
         let id = reference.storage_id();
-        let key = self.keys.session(&id);
+        let key = self.keys.session(id);
         let blob = reference.seal(&serialize(record)?);
         let ttl = self.expiry.idle.min(self.expiry.absolute).as_millis() as u64;
         let mut pipe = redis::pipe();
@@ -267,7 +267,7 @@ impl Store for RedisStore {
             .arg(ttl)
             .ignore();
         self.pipeline::<()>(&pipe).await?;
-        self.index(&id, record).await?;
+        self.index(id, record).await?;
         Ok(reference)
     }
 
@@ -276,7 +276,7 @@ impl Store for RedisStore {
         reference: &SessionRef,
         now: UnixMs,
     ) -> Result<Option<LoadedSession>, Error> {
-        let key = self.keys.session(&reference.storage_id());
+        let key = self.keys.session(reference.storage_id());
         let mut cmd = redis::cmd("HMGET");
         cmd.arg(&key).arg(&["data", "created", "seen", "ver"]);
         let (data, created, seen, version): (
@@ -323,7 +323,7 @@ impl Store for RedisStore {
 
     async fn session_alive(&self, reference: &SessionRef, now: UnixMs) -> Result<Liveness, Error> {
         let mut cmd = redis::cmd("HMGET");
-        cmd.arg(self.keys.session(&reference.storage_id()))
+        cmd.arg(self.keys.session(reference.storage_id()))
             .arg(&["created", "seen"]);
         let (created, seen): (Option<u64>, Option<u64>) = self.query(&cmd).await?;
         Ok(match (created, seen) {
@@ -339,7 +339,7 @@ impl Store for RedisStore {
         session: &LoadedSession,
         record: &SessionRecord,
     ) -> Result<UpdateOutcome, Error> {
-        let key = self.keys.session(&session.reference.storage_id());
+        let key = self.keys.session(session.reference.storage_id());
         let blob = session.reference.seal(&serialize(record)?);
         let outcome = self.save_once(&key, session.version, &blob).await?;
         Ok(match outcome {
@@ -352,21 +352,21 @@ impl Store for RedisStore {
     async fn end_session(&self, session: &LoadedSession) -> Result<(), Error> {
         let id = session.reference.storage_id();
         let mut del = redis::cmd("DEL");
-        del.arg(self.keys.session(&id));
+        del.arg(self.keys.session(id));
         self.query::<i64>(&del).await?;
-        self.unindex(&id, &session.record).await
+        self.unindex(id, &session.record).await
     }
 
     async fn end_session_if_unchanged(&self, session: &LoadedSession) -> Result<EndOutcome, Error> {
         let id = session.reference.storage_id();
-        let key = self.keys.session(&id);
+        let key = self.keys.session(id);
         let mut call = END_IF_UNCHANGED.key(&key);
         call.arg(session.version);
         let outcome: i64 = self.script(&call).await?;
         Ok(match outcome {
             1 => {
                 // The index sets live in other Cluster slots; a stale entry is harmless.
-                if let Err(e) = self.unindex(&id, &session.record).await {
+                if let Err(e) = self.unindex(id, &session.record).await {
                     tracing::warn!("ended session left in its index sets: {e}");
                 }
                 EndOutcome::Ended
@@ -378,7 +378,7 @@ impl Store for RedisStore {
 
     async fn delete_session(&self, reference: &SessionRef) -> Result<(), Error> {
         let mut del = redis::cmd("DEL");
-        del.arg(self.keys.session(&reference.storage_id()));
+        del.arg(self.keys.session(reference.storage_id()));
         self.query::<i64>(&del).await.map(|_| ())
     }
 
@@ -411,7 +411,7 @@ impl Store for RedisStore {
         reference: &SessionRef,
         ttl: Duration,
     ) -> Result<Option<RefreshLock>, Error> {
-        let key = self.keys.refresh_lock(&reference.storage_id());
+        let key = self.keys.refresh_lock(reference.storage_id());
         let token = random_token(16);
         let taken = self.set_nx(&key, &token, ttl).await?;
         Ok(taken.then(|| RefreshLock {

@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 
 /// Bottom to top. A module may use modules of lower layers only.
 const LAYERS: &[&[&str]] = &[
-    &["secret", "time", "paths", "error"],
+    &["secret", "time", "paths", "error", "net"],
     &["config"],
     &["session", "csrf", "edge"],
     &["telemetry"],

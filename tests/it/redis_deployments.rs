@@ -506,7 +506,7 @@ async fn a_token_save_returns_only_once_a_replica_holds_it() {
         took >= Duration::from_millis(250),
         "the save waited for the stalled replica (WAIT): {took:?}"
     );
-    let key = Keys::new(&prefix).session(&reference.storage_id());
+    let key = Keys::new(&prefix).session(reference.storage_id());
     let version: u64 = setup
         .replica
         .query(redis::cmd("HGET").arg(&key).arg("ver"))

@@ -149,7 +149,7 @@ async fn save_tokens(app: &TestApp, browser: &Browser, access: &str, refresh: &s
     record.tokens.access_token_expires_at = Some(spa_bff::time::now_ms() + 3_600_000);
     let reference = reference_of(app, browser);
     let blob = reference.seal(&serde_json::to_vec(&record).unwrap());
-    let key = Keys::new(&app.prefix).session(&reference.storage_id());
+    let key = Keys::new(&app.prefix).session(reference.storage_id());
     let redis = redis::Client::open(app.redis_url()).unwrap();
     let mut c = redis.get_multiplexed_async_connection().await.unwrap();
     let _: () = redis::pipe()
@@ -317,7 +317,7 @@ async fn a_conflicting_save_keeps_the_new_tokens_when_the_store_still_holds_the_
     // (its version moves) without touching the tokens.
     provider.delay_token_answers("refresh_token", 1000, 1).await;
     let reference = reference_of(&app, &browser);
-    let key = Keys::new(&app.prefix).session(&reference.storage_id());
+    let key = Keys::new(&app.prefix).session(reference.storage_id());
     let (res, ()) = tokio::join!(api(&browser, &app, "/api/b"), async {
         support::eventually(Duration::from_secs(5), "the provider refreshed", || async {
             (refresh_successes(&provider).await == 1).then_some(())

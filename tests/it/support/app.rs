@@ -340,7 +340,7 @@ pub async fn stored_record(app: &TestApp, browser: &Browser) -> SessionRecord {
     let reference: SessionRef = codec.read_session(&req).expect("cookie decrypts");
     let client = redis::Client::open(app.redis_url()).unwrap();
     let mut c = client.get_multiplexed_async_connection().await.unwrap();
-    let key = Keys::new(&app.prefix).session(&reference.storage_id());
+    let key = Keys::new(&app.prefix).session(reference.storage_id());
     let blob: Vec<u8> = redis::cmd("HGET")
         .arg(&key)
         .arg("data")
