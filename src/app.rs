@@ -5,6 +5,7 @@ use crate::edge::client::identify_client;
 use crate::edge::head::limit_headers;
 use crate::edge::Edge;
 use crate::error::render_errors;
+use crate::flows::client_token::ClientTokens;
 use crate::flows::refresh::RefreshFlights;
 use crate::oidc::ProviderHandle;
 use crate::routes;
@@ -44,12 +45,19 @@ impl App {
 
         let workers = settings.server.workers;
         let flights = Arc::new(RefreshFlights::default());
+        let client_tokens = Arc::new(ClientTokens::default());
         let edge = Edge::new(&settings);
-        let shared = (settings.clone(), provider.clone(), flights, edge);
+        let shared = (
+            settings.clone(),
+            provider.clone(),
+            flights,
+            client_tokens,
+            edge,
+        );
         let mut server = HttpServer::new(move || {
-            let (settings, provider, flights, edge) = shared.clone();
+            let (settings, provider, flights, client_tokens, edge) = shared.clone();
             let configure = routes::configure(&settings);
-            let state = AppState::new(settings, provider, redis.clone(), flights);
+            let state = AppState::new(settings, provider, redis.clone(), flights, client_tokens);
             // Middleware, innermost first: the head-size limit answers with an error
             // that render_errors turns into a page for navigations; identify_client is
             // outermost so that the request span already knows the client.

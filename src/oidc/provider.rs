@@ -9,6 +9,7 @@
 use crate::config::{ClientAuth, Settings};
 use crate::error::Error;
 use crate::oidc::http::OidcHttp;
+use crate::oidc::par::{self, AuthorizationRoute};
 use openidconnect::core::{
     CoreAuthDisplay, CoreClaimName, CoreClaimType, CoreClient, CoreClientAuthMethod, CoreGrantType,
     CoreJsonWebKey, CoreJweContentEncryptionAlgorithm, CoreJweKeyManagementAlgorithm,
@@ -19,6 +20,7 @@ use openidconnect::{
     EndpointSet, IssuerUrl, JsonWebKeySet, ProviderMetadata, RedirectUrl,
 };
 use serde::{Deserialize, Serialize};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, RwLock};
 use std::time::{Duration, Instant};
 
@@ -37,6 +39,11 @@ pub struct ExtraMetadata {
     /// RFC 9207: the provider always adds `iss` to authorization responses.
     #[serde(default)]
     pub authorization_response_iss_parameter_supported: bool,
+    /// RFC 9126: where authorization requests are pushed.
+    pub pushed_authorization_request_endpoint: Option<String>,
+    /// RFC 9126: the provider accepts pushed authorization requests only.
+    #[serde(default)]
+    pub require_pushed_authorization_requests: bool,
 }
 
 impl AdditionalProviderMetadata for ExtraMetadata {}
@@ -69,6 +76,8 @@ pub type OidcClient = CoreClient<
 pub struct Provider {
     pub metadata: Metadata,
     pub client: OidcClient,
+    /// How authorization requests reach the provider (pushed or in the redirect).
+    pub authorization: AuthorizationRoute,
 }
 
 impl Provider {
@@ -76,17 +85,29 @@ impl Provider {
         let oidc = &settings.oidc;
         let redirect = RedirectUrl::new(settings.server.redirect_uri())
             .map_err(|e| format!("redirect URI: {e}"))?;
+        // With private_key_jwt there is no secret: openidconnect then puts
+        // `client_id` in the form, and the assertion is added per request
+        // (`oidc::client_auth`).
+        let secret = oidc
+            .client_secret
+            .as_ref()
+            .map(|s| ClientSecret::new(s.expose().to_string()));
         let client = CoreClient::from_provider_metadata(
             metadata.clone(),
             ClientId::new(oidc.client_id.clone()),
-            Some(ClientSecret::new(oidc.client_secret.expose().to_string())),
+            secret,
         )
         .set_redirect_uri(redirect)
         .set_auth_type(match oidc.client_auth {
             ClientAuth::ClientSecretBasic => AuthType::BasicAuth,
-            ClientAuth::ClientSecretPost => AuthType::RequestBody,
+            ClientAuth::ClientSecretPost | ClientAuth::PrivateKeyJwt => AuthType::RequestBody,
         });
-        Ok(Self { metadata, client })
+        let authorization = par::route(metadata.additional_metadata(), oidc)?;
+        Ok(Self {
+            metadata,
+            client,
+            authorization,
+        })
     }
 
     pub fn issuer(&self) -> &str {
@@ -105,6 +126,8 @@ pub struct ProviderHandle {
     /// When the JWKS was last fetched again; held while a fetch is under way, so
     /// that concurrent callers wait for its keys instead of giving up.
     last_jwks_refresh: tokio::sync::Mutex<Option<Instant>>,
+    /// Whether the start-up notes about the provider (PAR) were logged.
+    announced: AtomicBool,
 }
 
 impl ProviderHandle {
@@ -113,6 +136,7 @@ impl ProviderHandle {
             settings,
             current: RwLock::new(None),
             last_jwks_refresh: tokio::sync::Mutex::new(None),
+            announced: AtomicBool::new(false),
         })
     }
 
@@ -140,7 +164,11 @@ impl ProviderHandle {
         let metadata = Metadata::discover_async(issuer, http)
             .await
             .map_err(|e| error_chain(&e))?;
-        self.set(Provider::new(metadata, &self.settings)?);
+        let provider = Provider::new(metadata, &self.settings)?;
+        if !self.announced.swap(true, Ordering::Relaxed) {
+            par::announce(&provider, &self.settings.oidc);
+        }
+        self.set(provider);
         Ok(())
     }
 
