@@ -26,6 +26,9 @@ enum Command {
     Serve,
     /// Load and validate the configuration; print every problem (exit 1) or `ok` (exit 0).
     CheckConfig,
+    /// Print the public JWKS of oidc.client_key_file (client_auth = private_key_jwt), to
+    /// register at the provider; the key id is its RFC 7638 thumbprint.
+    Keys,
 }
 
 fn main() -> ExitCode {
@@ -40,9 +43,13 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    if let Some(Command::CheckConfig) = cli.command {
-        println!("ok");
-        return ExitCode::SUCCESS;
+    match cli.command {
+        Some(Command::CheckConfig) => {
+            println!("ok");
+            return ExitCode::SUCCESS;
+        }
+        Some(Command::Keys) => return print_public_keys(&settings),
+        Some(Command::Serve) | None => {}
     }
     spa_bff::telemetry::init();
     let _ = rustls::crypto::ring::default_provider().install_default();
@@ -55,6 +62,26 @@ fn main() -> ExitCode {
     });
     match result {
         Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("spa-bff: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// `spa-bff keys`: the public JWKS of the client key (never the private part).
+fn print_public_keys(settings: &Settings) -> ExitCode {
+    let Some(key) = &settings.oidc.client_key else {
+        eprintln!(
+            "spa-bff: no client key: set oidc.client_auth = \"private_key_jwt\" and oidc.client_key_file"
+        );
+        return ExitCode::FAILURE;
+    };
+    match serde_json::to_string_pretty(&key.public_jwks()) {
+        Ok(text) => {
+            println!("{text}");
+            ExitCode::SUCCESS
+        }
         Err(e) => {
             eprintln!("spa-bff: {e}");
             ExitCode::FAILURE

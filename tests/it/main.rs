@@ -5,12 +5,16 @@ mod refresh;
 
 mod backchannel;
 mod bench;
+mod client_auth;
+mod client_routes;
 mod demo_api;
 mod edge;
 mod fake_op;
 mod layers;
 mod login;
 mod long_lived;
+mod par;
+mod prompt;
 mod proxy;
 mod resilience;
 mod serving;
