@@ -23,10 +23,10 @@ pub enum ClientAuth {
 /// The `aud` of `private_key_jwt` client assertions (`oidc.client_assertion_audience`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum AssertionAudience {
-    /// The provider's issuer identifier (the default; what OpenID Connect Core's
-    /// 2025 errata and RFC 7523bis require, and what most providers accept).
+    /// The provider's issuer identifier (the default; what the 2025 OpenID Connect
+    /// Core errata and draft-ietf-oauth-rfc7523bis recommend).
     Issuer,
-    /// The token endpoint URL (providers that insist on it, e.g. Microsoft Entra ID).
+    /// The token endpoint URL (providers that document it, e.g. Okta).
     TokenEndpoint,
 }
 

@@ -17,7 +17,8 @@ use crate::oidc::login::{
     authorization_request, safe_return_to, with_silent_outcome, LoginOptions,
 };
 use crate::oidc::logout::revoke_refresh_token;
-use crate::oidc::par::{self, AuthorizationRoute};
+use crate::oidc::par;
+use crate::oidc::provider::AuthorizationRoute;
 use crate::session::{SessionRecord, SessionRef};
 use crate::store::Store;
 use crate::time::UnixMs;

@@ -14,11 +14,13 @@
 //!   `iat` and `exp` [`ASSERTION_LIFETIME_SECS`] later. A new assertion per request:
 //!   providers refuse a `jti` twice.
 //!
-//! The issuer is the default audience: OpenID Connect Core's 2025 errata and RFC
-//! 7523bis make it the one value an assertion may carry (an assertion naming one
-//! endpoint could otherwise be replayed at another party's), and it is what
-//! node-oidc-provider, Keycloak and Auth0 accept; providers that insist on the token
-//! endpoint URL (Microsoft Entra ID) get it by configuration.
+//! The issuer is the default audience: the 2025 updates that followed the
+//! audience-injection findings against `private_key_jwt` (the OpenID Connect Core
+//! errata, and draft-ietf-oauth-rfc7523bis) make the authorization server's issuer
+//! identifier, as a single string, the audience to use: an assertion naming an
+//! endpoint URL could be accepted by another party that serves it. node-oidc-provider
+//! and Auth0 accept it; providers that document the token endpoint URL (Okta) get it
+//! by configuration.
 //!
 //! openidconnect's requests (code exchange, refresh) apply the secret methods from
 //! the client [`Provider`] built, and carry the assertion as extra parameters

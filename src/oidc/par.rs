@@ -6,7 +6,9 @@
 //! scopes, `returnTo`-independent extras) then never pass through the browser and
 //! cannot be altered there, and the provider knows the request came from its client.
 //!
-//! PAR is used when `oidc.use_par = true`, and whenever the provider's metadata says
+//! Whether requests are pushed is decided with the provider's metadata
+//! ([`AuthorizationRoute`](crate::oidc::provider::AuthorizationRoute)): when
+//! `oidc.use_par = true`, and whenever the provider says
 //! `require_pushed_authorization_requests` (said once at start-up, at INFO: nothing
 //! is wrong, spa-bff adapts). A provider that should get pushed requests but names
 //! no PAR endpoint (or one spa-bff may not call) fails discovery with a clear
@@ -16,59 +18,16 @@
 //! error page with the provider's OAuth error code (never its raw body), and an
 //! `invalid_client` is reported as the client-authentication problem it is.
 
-use crate::config::{is_allowed_provider_url, OidcSettings};
+use crate::config::OidcSettings;
 use crate::error::{Error, LoginError};
 use crate::oidc::client_auth::{oauth_error, refused_client_auth, ClientAuthentication};
 use crate::oidc::http::OidcHttp;
-use crate::oidc::provider::{ExtraMetadata, Provider};
+use crate::oidc::provider::Provider;
 use crate::time::UnixMs;
 use url::Url;
 
 /// The longest `request_uri` accepted from the provider (it goes into a redirect).
 const MAX_REQUEST_URI: usize = 1024;
-
-/// How authorization requests reach the provider.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum AuthorizationRoute {
-    /// In the browser's redirect (the query of the authorization URL).
-    Redirect,
-    /// Pushed to this endpoint first (RFC 9126).
-    Pushed(Url),
-}
-
-/// Whether requests are pushed, from `oidc.use_par` and the provider's metadata.
-pub fn route(meta: &ExtraMetadata, oidc: &OidcSettings) -> Result<AuthorizationRoute, String> {
-    let required = meta.require_pushed_authorization_requests;
-    if !oidc.use_par && !required {
-        return Ok(AuthorizationRoute::Redirect);
-    }
-    let why = if required {
-        "the provider requires pushed authorization requests"
-    } else {
-        "oidc.use_par = true"
-    };
-    let Some(raw) = meta.pushed_authorization_request_endpoint.as_deref() else {
-        return Err(format!(
-            "{why}, but the provider's metadata names no pushed_authorization_request_endpoint"
-        ));
-    };
-    match Url::parse(raw) {
-        Ok(url) if is_allowed_provider_url(&url) => Ok(AuthorizationRoute::Pushed(url)),
-        _ => Err(format!(
-            "{why}, but its pushed_authorization_request_endpoint is not https (nor http on this machine)"
-        )),
-    }
-}
-
-/// Says once, at start-up, that PAR is used although not configured.
-pub fn announce(provider: &Provider, oidc: &OidcSettings) {
-    let pushed = matches!(provider.authorization, AuthorizationRoute::Pushed(_));
-    if pushed && !oidc.use_par {
-        tracing::info!(
-            "the provider requires pushed authorization requests (require_pushed_authorization_requests); /login pushes them although oidc.use_par = false"
-        );
-    }
-}
 
 /// Pushes the authorization request `authorize` (the URL spa-bff would otherwise
 /// redirect to) and returns the URL to send the browser to: the authorization
@@ -123,54 +82,4 @@ pub async fn push(
         .append_pair("client_id", &oidc.client_id)
         .append_pair("request_uri", &request_uri);
     Ok(url)
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::config::Settings;
-
-    fn oidc(use_par: bool) -> OidcSettings {
-        let text = format!(
-            "{}\n",
-            crate::config::tests::minimal()
-                .replace("[oidc]", &format!("[oidc]\nuse_par = {use_par}"))
-        );
-        Settings::from_toml_str(&text).unwrap().oidc
-    }
-
-    fn meta(endpoint: Option<&str>, required: bool) -> ExtraMetadata {
-        ExtraMetadata {
-            pushed_authorization_request_endpoint: endpoint.map(String::from),
-            require_pushed_authorization_requests: required,
-            ..ExtraMetadata::default()
-        }
-    }
-
-    #[test]
-    fn requests_are_pushed_when_configured_or_required_and_an_endpoint_is_needed_then() {
-        let par = "https://id.example.com/par";
-        let pushed = AuthorizationRoute::Pushed(par.parse().unwrap());
-        for (use_par, endpoint, required, expected) in [
-            (false, None, false, Ok(AuthorizationRoute::Redirect)),
-            (false, Some(par), false, Ok(AuthorizationRoute::Redirect)),
-            (true, Some(par), false, Ok(pushed.clone())),
-            (false, Some(par), true, Ok(pushed.clone())),
-            (true, None, false, Err("oidc.use_par = true, but")),
-            (false, None, true, Err("the provider requires pushed")),
-            (
-                true,
-                Some("http://id.example.com/par"),
-                false,
-                Err("not https"),
-            ),
-        ] {
-            let got = route(&meta(endpoint, required), &oidc(use_par));
-            match (got, expected) {
-                (Ok(g), Ok(e)) => assert_eq!(g, e),
-                (Err(g), Err(e)) => assert!(g.contains(e), "{g:?} lacks {e:?}"),
-                (g, e) => panic!("{use_par} {endpoint:?} {required}: {g:?} vs {e:?}"),
-            }
-        }
-    }
 }
