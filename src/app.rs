@@ -7,6 +7,7 @@ use crate::edge::client::identify_client;
 use crate::edge::head::limit_headers;
 use crate::edge::Edge;
 use crate::error::{render_errors, Error};
+use crate::flows::client_token::ClientTokens;
 use crate::flows::refresh::RefreshFlights;
 use crate::oidc::{OidcHttp, ProviderHandle};
 use crate::routes;
@@ -81,6 +82,7 @@ impl App {
 
         let workers = settings.server.workers;
         let flights = Arc::new(RefreshFlights::default());
+        let client_tokens = Arc::new(ClientTokens::default());
         let edge = Edge::new(&settings);
         let lifecycle = Arc::new(Lifecycle::default());
         let shared = (
@@ -88,15 +90,16 @@ impl App {
             provider.clone(),
             flights,
             lifecycle.clone(),
+            client_tokens,
             edge,
         );
         let (target, timeout) = (redis.target(), redis.timeout());
         let mut server = HttpServer::new(move || {
-            let (settings, provider, flights, lifecycle, edge) = shared.clone();
+            let (settings, provider, flights, lifecycle, client_tokens, edge) = shared.clone();
             let configure = routes::configure(&settings);
             // Each worker keeps a connection of its own.
             let redis = RedisHandle::with_target(target.clone(), timeout);
-            let state = AppState::new(settings, provider, redis, flights, lifecycle);
+            let state = AppState::new(settings, provider, redis, flights, lifecycle, client_tokens);
             // Middleware, innermost first: the head-size limit answers with an error
             // that render_errors turns into a page for navigations; identify_client is
             // outermost so that the request span already knows the client.

@@ -26,6 +26,11 @@ pub enum Error {
     /// The provider could not be reached or answered 5xx; the detail is logged only.
     #[error("the identity provider is unavailable, try again shortly")]
     ProviderUnavailable(String),
+    /// A `token = "client"` route's token could not be obtained (the provider is
+    /// unreachable or refuses the client-credentials grant). The flow logs each
+    /// failure episode once; this answer is not logged again per request.
+    #[error("the identity provider did not issue this service's access token, try again shortly")]
+    ClientTokenUnavailable(String),
     /// Redis could not be reached or timed out; the detail is logged only.
     #[error("the session store is unavailable, try again shortly")]
     StoreUnavailable(String),
@@ -86,6 +91,18 @@ pub enum LoginError {
     InvalidTokenResponse(String),
     #[error("the identity provider returned an invalid ID token")]
     InvalidIdToken(String),
+    /// The provider refused spa-bff's client authentication (`invalid_client`): a
+    /// configuration problem, not the user's; the detail is logged only.
+    #[error("the identity provider did not accept this application's client authentication; the administrator has to fix its configuration")]
+    ClientAuthRejected(String),
+    /// The provider refused the pushed authorization request (RFC 9126); its OAuth
+    /// error code.
+    #[error("the identity provider refused the login request ({0})")]
+    PushRefused(String),
+    /// A fresh sign-in was asked for (`prompt=login`, `max_age`) and the ID token's
+    /// `auth_time` does not show one; the detail is logged only.
+    #[error("the identity provider did not confirm a fresh sign-in; please try again")]
+    StaleAuthentication(String),
 }
 
 impl LoginError {
@@ -98,6 +115,9 @@ impl LoginError {
             LoginError::CodeRejected(_) => "code_rejected",
             LoginError::InvalidTokenResponse(_) => "invalid_token_response",
             LoginError::InvalidIdToken(_) => "invalid_id_token",
+            LoginError::ClientAuthRejected(_) => "client_auth_rejected",
+            LoginError::PushRefused(_) => "par_refused",
+            LoginError::StaleAuthentication(_) => "stale_authentication",
         }
     }
 }
@@ -108,7 +128,9 @@ impl Error {
             Error::Unauthenticated => "unauthenticated",
             Error::Forbidden(_) => "forbidden",
             Error::Login(e) => e.code(),
-            Error::ProviderUnavailable(_) => "provider_unavailable",
+            Error::ProviderUnavailable(_) | Error::ClientTokenUnavailable(_) => {
+                "provider_unavailable"
+            }
             Error::StoreUnavailable(_) => "store_unavailable",
             Error::NotFound => "not_found",
             Error::MethodNotAllowed(_) => "method_not_allowed",
@@ -129,7 +151,9 @@ impl Error {
             Error::Unauthenticated => "Not signed in",
             Error::Forbidden(_) => "Forbidden",
             Error::Login(_) => "Sign-in failed",
-            Error::ProviderUnavailable(_) | Error::StoreUnavailable(_) => "Temporarily unavailable",
+            Error::ProviderUnavailable(_)
+            | Error::ClientTokenUnavailable(_)
+            | Error::StoreUnavailable(_) => "Temporarily unavailable",
             Error::NotFound => "Not found",
             Error::MethodNotAllowed(_) => "Method not allowed",
             Error::BadPath(_) | Error::BodyTooLarge { .. } | Error::HeadersTooLarge { .. } => {
@@ -169,16 +193,22 @@ impl Error {
             // The provider's answer broke the login (a misconfiguration or a provider
             // quirk an operator must see): WARN with the reason. A user's stale link
             // or cancelled consent: INFO.
+            Error::Login(LoginError::ClientAuthRejected(detail)) => tracing::warn!(
+                error.code = self.code(),
+                detail = %detail,
+                "login failed: the provider refused spa-bff's client authentication (invalid_client): check oidc.client_auth and the client secret, or the client key and the public key registered at the provider (spa-bff keys)"
+            ),
             Error::Login(
                 e @ (LoginError::CodeRejected(detail)
                 | LoginError::InvalidTokenResponse(detail)
-                | LoginError::InvalidIdToken(detail)),
+                | LoginError::InvalidIdToken(detail)
+                | LoginError::StaleAuthentication(detail)),
             ) => tracing::warn!(
                 error.code = self.code(),
                 detail = %detail,
                 "login failed on the provider's answer: {e}"
             ),
-            Error::Login(e @ LoginError::IssuerMismatch) => {
+            Error::Login(e @ (LoginError::IssuerMismatch | LoginError::PushRefused(_))) => {
                 tracing::warn!(error.code = self.code(), "login failed: {e}")
             }
             Error::Login(e) => tracing::info!(error.code = self.code(), "login failed: {e}"),
@@ -197,10 +227,14 @@ impl ResponseError for Error {
             Error::Forbidden(_) => StatusCode::FORBIDDEN,
             Error::InvalidLogoutToken(_) => StatusCode::BAD_REQUEST,
             Error::Login(LoginError::Provider { .. }) => StatusCode::FORBIDDEN,
-            Error::Login(_) => StatusCode::BAD_REQUEST,
-            Error::ProviderUnavailable(_) | Error::StoreUnavailable(_) => {
+            // spa-bff's configuration, not the request: no retry by the user helps.
+            Error::Login(LoginError::ClientAuthRejected(_) | LoginError::PushRefused(_)) => {
                 StatusCode::SERVICE_UNAVAILABLE
             }
+            Error::Login(_) => StatusCode::BAD_REQUEST,
+            Error::ProviderUnavailable(_)
+            | Error::ClientTokenUnavailable(_)
+            | Error::StoreUnavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
             Error::NotFound => StatusCode::NOT_FOUND,
             Error::MethodNotAllowed(_) => StatusCode::METHOD_NOT_ALLOWED,
             Error::BadPath(_) => StatusCode::BAD_REQUEST,
@@ -219,7 +253,9 @@ impl ResponseError for Error {
         let mut res = HttpResponse::build(self.status_code());
         res.insert_header((header::CACHE_CONTROL, "no-store"));
         match self {
-            Error::ProviderUnavailable(_) | Error::StoreUnavailable(_) => {
+            Error::ProviderUnavailable(_)
+            | Error::ClientTokenUnavailable(_)
+            | Error::StoreUnavailable(_) => {
                 res.insert_header((header::RETRY_AFTER, "5"));
             }
             Error::TooManyRequests { retry_after_secs } => {

@@ -31,6 +31,9 @@ enum Command {
         #[arg(long)]
         online: bool,
     },
+    /// Print the public JWKS of oidc.client_key_file (client_auth = private_key_jwt), to
+    /// register at the provider; the key id is its RFC 7638 thumbprint.
+    Keys,
 }
 
 fn main() -> ExitCode {
@@ -46,19 +49,24 @@ fn main() -> ExitCode {
         }
     };
     let _ = rustls::crypto::ring::default_provider().install_default();
-    if let Some(Command::CheckConfig { online }) = cli.command {
-        if !online {
+    match cli.command {
+        Some(Command::CheckConfig { online: false }) => {
             println!("ok");
             return ExitCode::SUCCESS;
         }
-        let report = actix_web::rt::System::new().block_on(spa_bff::app::check_online(settings));
-        for line in &report.lines {
-            println!("{line}");
+        Some(Command::CheckConfig { online: true }) => {
+            let report =
+                actix_web::rt::System::new().block_on(spa_bff::app::check_online(settings));
+            for line in &report.lines {
+                println!("{line}");
+            }
+            return match report.ok {
+                true => ExitCode::SUCCESS,
+                false => ExitCode::FAILURE,
+            };
         }
-        return match report.ok {
-            true => ExitCode::SUCCESS,
-            false => ExitCode::FAILURE,
-        };
+        Some(Command::Keys) => return print_public_keys(&settings),
+        Some(Command::Serve) | None => {}
     }
     spa_bff::telemetry::init();
     let listen = settings.server.listen.clone();
@@ -70,6 +78,26 @@ fn main() -> ExitCode {
     });
     match result {
         Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("spa-bff: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// `spa-bff keys`: the public JWKS of the client key (never the private part).
+fn print_public_keys(settings: &Settings) -> ExitCode {
+    let Some(key) = &settings.oidc.client_key else {
+        eprintln!(
+            "spa-bff: no client key: set oidc.client_auth = \"private_key_jwt\" and oidc.client_key_file"
+        );
+        return ExitCode::FAILURE;
+    };
+    match serde_json::to_string_pretty(&key.public_jwks()) {
+        Ok(text) => {
+            println!("{text}");
+            ExitCode::SUCCESS
+        }
         Err(e) => {
             eprintln!("spa-bff: {e}");
             ExitCode::FAILURE

@@ -3,6 +3,10 @@
 //! The route table registers them, the SPA fallback never answers under them, config
 //! validation refuses `[[routes]]` prefixes that touch them, and the redirect URI is
 //! built from [`CALLBACK`]. This module depends on nothing else in the crate.
+//!
+//! One own path is configurable, `oidc.jwks_path` (where the public client key is
+//! served, none by default): config validation keeps it off these paths and off
+//! every route prefix, and the route table registers it before the routes.
 
 /// `GET`: starts a login at the provider.
 pub const LOGIN: &str = "/login";

@@ -3,12 +3,13 @@
 //! workers; the awc clients are per worker (awc is not `Send`), and so is the
 //! store's Redis connection handle.
 //!
-//! Handlers reach the flows through [`AppState::deps`] and
-//! [`AppState::refresher`], which lend each flow only what it needs. [`Lifecycle`]
-//! tells `/readyz` that the instance is shutting down.
+//! Handlers reach the flows through [`AppState::deps`], [`AppState::refresher`]
+//! and [`AppState::client_tokens`], which lend each flow only what it needs.
+//! [`Lifecycle`] tells `/readyz` that the instance is shutting down.
 
 use crate::config::Settings;
 use crate::error::Error;
+use crate::flows::client_token::{ClientTokenSource, ClientTokens};
 use crate::flows::refresh::{RefreshFlights, RefreshPolicy, Refresher};
 use crate::flows::Deps;
 use crate::oidc::{OidcHttp, ProviderHandle};
@@ -33,6 +34,9 @@ pub struct AppState {
     pub upstream: awc::Client,
     /// In-process refresh single-flight, shared by every worker.
     pub flights: Arc<RefreshFlights>,
+    /// The client-credentials tokens of `token = "client"` routes, shared by every
+    /// worker.
+    pub client_tokens: Arc<ClientTokens>,
     /// Whether the instance is shutting down, shared by every worker.
     pub lifecycle: Arc<Lifecycle>,
 }
@@ -82,6 +86,7 @@ impl AppState {
         redis: RedisHandle,
         flights: Arc<RefreshFlights>,
         lifecycle: Arc<Lifecycle>,
+        client_tokens: Arc<ClientTokens>,
     ) -> Self {
         let s = &settings.session;
         let expiry = ExpiryPolicy::new(s.idle_timeout, s.absolute_timeout);
@@ -98,6 +103,7 @@ impl AppState {
                 .finish(),
             flights,
             lifecycle,
+            client_tokens,
             store,
             expiry,
             provider,
@@ -124,6 +130,17 @@ impl AppState {
             flights: &self.flights,
             oidc: &self.settings.oidc,
             policy: RefreshPolicy::new(&self.settings),
+        }
+    }
+
+    /// What `token = "client"` routes need.
+    pub fn client_tokens(&self) -> ClientTokenSource<'_> {
+        ClientTokenSource {
+            tokens: &self.client_tokens,
+            provider: &self.provider,
+            http: &self.http,
+            oidc: &self.settings.oidc,
+            skew: self.settings.proxy.refresh_skew,
         }
     }
 

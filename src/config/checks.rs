@@ -5,7 +5,8 @@
 //! section it needs could not be read (that problem is already reported).
 
 use super::server::is_loopback_host;
-use super::{OidcSettings, ProxySettings, ServerSettings, SessionSettings};
+use super::{OidcSettings, ProxySettings, RouteSettings, ServerSettings, SessionSettings};
+use crate::paths;
 
 /// The sections as read, before they become [`super::Settings`].
 pub(super) struct Sections<'a> {
@@ -13,6 +14,7 @@ pub(super) struct Sections<'a> {
     pub oidc: Option<&'a OidcSettings>,
     pub session: &'a SessionSettings,
     pub proxy: &'a ProxySettings,
+    pub routes: &'a [RouteSettings],
 }
 
 /// Every cross-section problem, as `section.key: message`.
@@ -23,6 +25,7 @@ pub(super) fn check(s: &Sections<'_>) -> Vec<String> {
     }
     if let Some(oidc) = s.oidc {
         refresh_lock_outlives_a_refresh(oidc, s.session, s.proxy, &mut problems);
+        jwks_path_is_not_proxied(oidc, s.routes, &mut problems);
     }
     problems
 }
@@ -66,6 +69,23 @@ fn refresh_lock_outlives_a_refresh(
             "proxy.refresh_lock_ttl: must be longer than one refresh can take: oidc.http_timeout + {REFRESH_REDIS_COMMANDS} x session.redis_timeout = {} (a refresh must finish while its lock is held)",
             humantime::format_duration(worst)
         ));
+    }
+}
+
+/// `oidc.jwks_path` is spa-bff's own path: no route may take requests for it.
+fn jwks_path_is_not_proxied(
+    oidc: &OidcSettings,
+    routes: &[RouteSettings],
+    problems: &mut Vec<String>,
+) {
+    let Some(path) = &oidc.jwks_path else { return };
+    for (i, route) in routes.iter().enumerate() {
+        if paths::paths_overlap(&route.prefix, path) {
+            problems.push(format!(
+                "routes[{i}].prefix: {:?} collides with oidc.jwks_path {path:?}",
+                route.prefix
+            ));
+        }
     }
 }
 

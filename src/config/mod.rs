@@ -22,6 +22,7 @@
 //! a test holds the README's table to that list.
 
 mod checks;
+mod client_key;
 mod oidc;
 mod proxy;
 mod reader;
@@ -32,7 +33,8 @@ mod session;
 mod source;
 mod values;
 
-pub use oidc::{is_allowed_provider_url, ClientAuth, OidcSettings};
+pub use client_key::{ClientKey, SigningAlg};
+pub use oidc::{is_allowed_provider_url, AssertionAudience, ClientAuth, OidcSettings};
 pub use proxy::ProxySettings;
 pub use reader::KeyKind;
 pub use redis::{RedisCa, RedisSettings, RedisTopology};
@@ -115,6 +117,7 @@ fn read(source: &Source) -> Result<Settings, ConfigErrors> {
         oidc: oidc.as_ref(),
         session: &session,
         proxy: &proxy,
+        routes: &routes,
     };
     for problem in checks::check(&sections) {
         r.problem(problem);
@@ -208,7 +211,7 @@ public_url = "ftp://x"
 listen = "nope"
 [oidc]
 issuer = "http://id.example.com"
-client_auth = "private_key_jwt"
+client_auth = "client_secret_jwt"
 auth_params = { state = "x" }
 [session]
 cookie_keys = ["c2hvcnQ="]

@@ -16,6 +16,9 @@ pub enum TokenRequirement {
     Optional,
     /// Never attach a token (the session is not even read).
     None,
+    /// spa-bff's own token (client credentials grant), never the user's: no session
+    /// is read or needed.
+    Client,
 }
 
 /// One `[[routes]]` entry: requests under `prefix` go to `upstream`. Its keys come from
@@ -28,8 +31,16 @@ pub struct RouteSettings {
     /// `routes[].upstream`: base URL; the rest of the path is appended, the query kept.
     /// Required.
     pub upstream: Url,
-    /// `routes[].token`: `required` (default), `optional` or `none`.
+    /// `routes[].token`: `required` (default), `optional`, `none` or `client`.
     pub token: TokenRequirement,
+    /// `routes[].scopes`: the scopes of a `client` route's token (none by default).
+    pub scopes: Vec<String>,
+    /// `routes[].resource`: the RFC 8707 resource indicator (an absolute URI, kept as
+    /// written) a `client` route's token is asked for.
+    pub resource: Option<String>,
+    /// `routes[].audience`: the `audience` parameter some providers (Auth0) want
+    /// instead of `resource` on a `client` route's token request.
+    pub audience: Option<String>,
     /// `routes[].strip_prefix` (default true): drop `prefix` before appending the path.
     pub strip_prefix: bool,
     /// `routes[].timeout` (default 30s): until the upstream's response headers arrive.
@@ -113,15 +124,17 @@ pub(super) fn read_route(r: &mut Reader<'_>, section: &str) -> Option<RouteSetti
         None | Some("required") => TokenRequirement::Required,
         Some("optional") => TokenRequirement::Optional,
         Some("none") => TokenRequirement::None,
+        Some("client") => TokenRequirement::Client,
         Some(other) => {
             r.err(
                 section,
                 "token",
-                format!("{other:?}: expected required, optional or none"),
+                format!("{other:?}: expected required, optional, none or client"),
             );
             TokenRequirement::Required
         }
     };
+    let (scopes, resource, audience) = read_client_token_keys(r, section, token);
     let strip_prefix = r.bool(section, "strip_prefix", true);
     let timeout = r.duration(section, "timeout", "30s");
     let methods = read_methods(r, section);
@@ -144,6 +157,9 @@ pub(super) fn read_route(r: &mut Reader<'_>, section: &str) -> Option<RouteSetti
         prefix: prefix?,
         upstream: upstream?,
         token,
+        scopes,
+        resource,
+        audience,
         strip_prefix,
         timeout,
         methods,
@@ -153,6 +169,41 @@ pub(super) fn read_route(r: &mut Reader<'_>, section: &str) -> Option<RouteSetti
         allow_plain_http,
         websocket_idle_timeout,
     })
+}
+
+/// `scopes`, `resource` and `audience`: what a `client` route's token is asked for.
+/// They mean nothing on other routes and are refused there.
+fn read_client_token_keys(
+    r: &mut Reader<'_>,
+    section: &str,
+    token: TokenRequirement,
+) -> (Vec<String>, Option<String>, Option<String>) {
+    let scopes = r.list(section, "scopes");
+    let resource = r.string(section, "resource").filter(|raw| {
+        // RFC 8707 section 2: an absolute URI without a fragment.
+        let ok = Url::parse(raw).is_ok_and(|u| u.fragment().is_none()) && !raw.contains('#');
+        if !ok {
+            r.err(
+                section,
+                "resource",
+                format!("{raw:?} must be an absolute URI without a fragment (RFC 8707)"),
+            );
+        }
+        ok
+    });
+    let audience = r.string(section, "audience");
+    if token != TokenRequirement::Client {
+        for (key, present) in [
+            ("scopes", scopes.is_some()),
+            ("resource", resource.is_some()),
+            ("audience", audience.is_some()),
+        ] {
+            if present {
+                r.err(section, key, "is only used by token = \"client\" routes");
+            }
+        }
+    }
+    (scopes.unwrap_or_default(), resource, audience)
 }
 
 /// `methods`: upper-cased, without duplicates; every bad name is reported.

@@ -145,7 +145,7 @@ mod tests {
             ("UNRELATED", "x"),
         ])
         .unwrap();
-        assert_eq!(s.oidc.client_secret.expose(), "from-env");
+        assert_eq!(s.oidc.client_secret.as_ref().unwrap().expose(), "from-env");
         assert_eq!(s.oidc.scopes, vec!["openid", "api"]);
         assert_eq!(s.oidc.auth_params["audience"], "https://api");
         assert_eq!(s.session.idle_timeout, Duration::from_secs(300));
@@ -210,7 +210,7 @@ mod tests {
         ])
         .unwrap();
         assert_eq!(s.oidc.client_id, "007");
-        assert_eq!(s.oidc.client_secret.expose(), "1.50");
+        assert_eq!(s.oidc.client_secret.as_ref().unwrap().expose(), "1.50");
         assert_eq!(s.proxy.csrf_value, "+1");
         assert_eq!(s.oidc.auth_params["max_age"], "0300");
     }

@@ -1,7 +1,10 @@
-//! Logging in: [`start`] builds the authorization request and keeps its state
-//! until the callback; [`finish`] checks that the callback belongs to a login this
-//! browser started (one-time state, bound to the browser by its login cookie),
-//! redeems the code, and saves a NEW session.
+//! Logging in: [`start`] builds the authorization request (with what the client
+//! asked: `prompt`, `max_age`, `login_hint`), pushes it to the provider when PAR is
+//! in use (RFC 9126), and keeps its state until the callback; [`finish`] checks that
+//! the callback belongs to a login this browser started (one-time state, bound to
+//! the browser by its login cookie), redeems the code, and saves a NEW session. A
+//! silent login (`prompt=none`) the provider cannot complete without a page ends
+//! without a session: back to `returnTo`, which says why ([`Finished::NotSignedIn`]).
 //!
 //! A login always creates a fresh session reference (no fixation) and ends
 //! whatever session the browser had before, revoking that session's refresh token
@@ -9,9 +12,13 @@
 
 use super::Deps;
 use crate::error::{Error, LoginError};
-use crate::oidc::callback::{complete_login, AuthorizationResponse};
-use crate::oidc::login::{authorization_request, safe_return_to};
+use crate::oidc::callback::{complete_login, AuthorizationResponse, Completion};
+use crate::oidc::login::{
+    authorization_request, safe_return_to, with_silent_outcome, LoginOptions,
+};
 use crate::oidc::logout::revoke_refresh_token;
+use crate::oidc::par;
+use crate::oidc::provider::AuthorizationRoute;
 use crate::session::{SessionRecord, SessionRef};
 use crate::store::Store;
 use crate::time::UnixMs;
@@ -29,15 +36,23 @@ pub struct Started {
 pub async fn start<S: Store>(
     deps: &Deps<'_, S>,
     return_to: Option<&str>,
+    options: &LoginOptions,
+    now: UnixMs,
 ) -> Result<Started, Error> {
     let provider = deps.provider.get()?;
     let oidc = &deps.settings.oidc;
-    let auth = authorization_request(&provider, oidc, safe_return_to(return_to));
+    let auth = authorization_request(&provider, oidc, safe_return_to(return_to), options, now);
+    let redirect = match &provider.authorization {
+        AuthorizationRoute::Redirect => auth.url,
+        AuthorizationRoute::Pushed(endpoint) => {
+            par::push(&provider, deps.http, oidc, endpoint, &auth.url, now).await?
+        }
+    };
     deps.store
         .save_login(&auth.state, &auth.login, oidc.login_timeout)
         .await?;
     Ok(Started {
-        redirect: auth.url,
+        redirect,
         state: auth.state,
     })
 }
@@ -55,10 +70,19 @@ pub struct Callback<'a> {
 }
 
 /// A completed login.
-pub struct Finished {
-    pub session: SessionRef,
-    /// Where the browser goes now (checked when the login started).
-    pub return_to: String,
+pub enum Finished {
+    /// A new session.
+    SignedIn {
+        session: SessionRef,
+        /// Where the browser goes now (checked when the login started).
+        return_to: String,
+    },
+    /// A silent login the provider could not complete without a page: no session
+    /// (and the browser's previous one, if any, untouched).
+    NotSignedIn {
+        /// `returnTo` with `spa_bff_login=<the provider's error>` in its query.
+        return_to: String,
+    },
 }
 
 /// Finishes a login: state, code exchange, ID token, new session.
@@ -77,13 +101,34 @@ pub async fn finish<S: Store>(
         .await?
         .ok_or(LoginError::InvalidState)?;
     let return_to = login.return_to.clone();
-    let record = complete_login(deps.provider, deps.http, callback.response, login, now).await?;
+    let oidc = &deps.settings.oidc;
+    let completion = complete_login(
+        deps.provider,
+        deps.http,
+        oidc,
+        callback.response,
+        login,
+        now,
+    )
+    .await?;
+    let record = match completion {
+        Completion::SignedIn(record) => record,
+        Completion::NotSignedIn(error) => {
+            tracing::info!(
+                error,
+                "silent login: the provider has no session to sign in with"
+            );
+            return Ok(Finished::NotSignedIn {
+                return_to: with_silent_outcome(&return_to, error),
+            });
+        }
+    };
     if let Some(old) = &callback.replaces {
         end_replaced(deps, old, &record, now).await?;
     }
     let session = deps.store.create_session(&record, now).await?;
     tracing::info!(session = %&session.storage_id()[..8], "login completed");
-    Ok(Finished { session, return_to })
+    Ok(Finished::SignedIn { session, return_to })
 }
 
 /// Ends the session a login replaces, and revokes its refresh token at the provider

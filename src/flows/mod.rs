@@ -1,12 +1,13 @@
 //! The use cases, one module each, each readable top to bottom: starting and
-//! finishing a login, keeping an access token fresh, logging out, and the
-//! provider's back-channel logout. Handlers extract what the request says, call
+//! finishing a login, keeping an access token fresh, spa-bff's own tokens for
+//! client-credentials routes, logging out, and the provider's back-channel logout. Handlers extract what the request says, call
 //! one function here and map the result to HTTP.
 //!
 //! Flows take narrow inputs ([`Deps`], [`refresh::Refresher`]), never the whole
 //! application state: they sit below `state` and `routes` in the module layers.
 
 pub mod backchannel;
+pub mod client_token;
 pub mod login;
 pub mod logout;
 pub mod refresh;

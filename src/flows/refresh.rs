@@ -224,7 +224,7 @@ impl<S: Store + Clone + 'static> Refresher<'_, S> {
         let id = reference.storage_id();
         let short = &id[..8];
         let started = Instant::now();
-        let new_tokens = match refresh_tokens(&provider, self.http, tokens, now).await {
+        let new_tokens = match refresh_tokens(&provider, self.http, self.oidc, tokens, now).await {
             Ok(t) => t,
             Err(e @ (RefreshError::Refused { .. } | RefreshError::NoRefreshToken)) => {
                 tracing::warn!(session = %short, "refresh refused: {e}");

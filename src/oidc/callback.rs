@@ -6,18 +6,26 @@
 //! allowed algorithms only, never `none`), `iss`, `aud`, `exp` and `nonce`.
 //! What it leaves to us, we check here: `azp` (when present it must be our client
 //! id; several audiences need one), `iat` not in the future, `at_hash` when
-//! present, `token_type`, the RFC 9207 `iss` response parameter, and that userinfo
-//! speaks about the same `sub`.
+//! present, `token_type`, the RFC 9207 `iss` response parameter, that userinfo
+//! speaks about the same `sub`, and, when `/login` asked for a fresh sign-in
+//! (`prompt=login`, `max_age`), the ID token's `auth_time` ([`check_auth_time`]).
+//!
+//! A silent login (`prompt=none`) that the provider answers with one of
+//! [`SILENT_LOGIN_ERRORS`] is not a failure: it completes as
+//! [`Completion::NotSignedIn`].
 
+use crate::config::OidcSettings;
 use crate::error::{Error, LoginError};
+use crate::oidc::client_auth::ClientAuthentication;
 use crate::oidc::http::OidcHttp;
+use crate::oidc::login::SILENT_LOGIN_ERRORS;
 use crate::oidc::provider::{error_chain, Provider, ProviderHandle};
 use crate::secret::Sensitive;
-use crate::session::{LoginState, SessionRecord, Tokens};
+use crate::session::{LoginState, Prompt, SessionRecord, Tokens};
 use crate::time::UnixMs;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine;
-use openidconnect::core::{CoreIdToken, CoreTokenResponse, CoreTokenType};
+use openidconnect::core::{CoreErrorResponseType, CoreIdToken, CoreTokenResponse, CoreTokenType};
 use openidconnect::{
     AccessTokenHash, AuthorizationCode, ClaimsVerificationError, Nonce, OAuth2TokenResponse,
     PkceCodeVerifier, RequestTokenError, SignatureVerificationError, TokenResponse,
@@ -79,17 +87,32 @@ impl AuthorizationResponse {
     }
 }
 
+/// How a login the provider answered ended.
+#[derive(Debug)]
+pub enum Completion {
+    /// The user is signed in: the new session's record.
+    SignedIn(Box<SessionRecord>),
+    /// A silent login (`prompt=none`) the provider could not complete without a
+    /// page; its error, one of [`SILENT_LOGIN_ERRORS`].
+    NotSignedIn(&'static str),
+}
+
 /// Checks the authorization response (after the state was matched) and redeems it.
 pub async fn complete_login(
     providers: &ProviderHandle,
     http: &OidcHttp,
+    oidc: &OidcSettings,
     response: &AuthorizationResponse,
     login: LoginState,
     now: UnixMs,
-) -> Result<SessionRecord, Error> {
+) -> Result<Completion, Error> {
     let provider = providers.get()?;
     check_issuer_parameter(&provider, response.iss.as_deref())?;
     if let Some(error) = &response.error {
+        let silent = SILENT_LOGIN_ERRORS.iter().find(|e| **e == error.as_str());
+        if let (Prompt::Silent, Some(silent)) = (login.prompt, silent) {
+            return Ok(Completion::NotSignedIn(silent));
+        }
         return Err(LoginError::Provider {
             error: truncate(error, 100),
             description: response
@@ -100,7 +123,9 @@ pub async fn complete_login(
         .into());
     }
     let code = response.code.clone().ok_or(LoginError::MissingCode)?;
-    let tokens = exchange_code(&provider, http, code, login.pkce_verifier).await?;
+    let (prompt, max_age) = (login.prompt, login.max_age);
+    let auth = ClientAuthentication::new(oidc, &provider);
+    let tokens = exchange_code(&provider, http, &auth, code, login.pkce_verifier, now).await?;
     let id_token = tokens
         .id_token()
         .ok_or_else(|| LoginError::InvalidTokenResponse("no id_token".into()))?;
@@ -114,6 +139,8 @@ pub async fn complete_login(
         now,
     )
     .await?;
+    check_auth_time(claims.get("auth_time"), prompt, max_age, now)
+        .map_err(LoginError::StaleAuthentication)?;
     let sub = claims
         .get("sub")
         .and_then(Value::as_str)
@@ -130,12 +157,54 @@ pub async fn complete_login(
     for k in TOKEN_ONLY_CLAIMS {
         claims.remove(*k);
     }
-    Ok(SessionRecord {
+    Ok(Completion::SignedIn(Box::new(SessionRecord {
         sub,
         sid,
         claims,
         tokens: Tokens::from_response(&tokens, Sensitive::new(id_token.to_string()), now),
-    })
+    })))
+}
+
+/// OpenID Connect Core 3.1.2.1 and 3.1.3.7 (12, 13): when `/login` asked for a
+/// fresh sign-in, the ID token's `auth_time` must be there and show one:
+/// `prompt=login` needs a sign-in after the login started, `max_age` one within
+/// that many seconds; never in the future. [`CLOCK_SKEW_SECS`] of tolerance each.
+/// Nothing is checked when neither was asked.
+pub fn check_auth_time(
+    auth_time: Option<&Value>,
+    prompt: Prompt,
+    max_age: Option<u32>,
+    now: UnixMs,
+) -> Result<(), String> {
+    if !matches!(prompt, Prompt::Login { .. }) && max_age.is_none() {
+        return Ok(());
+    }
+    let now = (now / 1000) as i64;
+    let Some(auth_time) =
+        auth_time.and_then(|v| v.as_i64().or_else(|| v.as_f64().map(|f| f as i64)))
+    else {
+        return Err("the ID token has no auth_time although a fresh sign-in was asked for".into());
+    };
+    if auth_time > now + CLOCK_SKEW_SECS {
+        return Err("the ID token's auth_time is in the future".into());
+    }
+    if let Prompt::Login { since } = prompt {
+        if auth_time < since as i64 - CLOCK_SKEW_SECS {
+            return Err(format!(
+                "prompt=login, but the user signed in {} s before the login started",
+                since as i64 - auth_time
+            ));
+        }
+    }
+    if let Some(max_age) = max_age {
+        if now - auth_time > i64::from(max_age) + CLOCK_SKEW_SECS {
+            return Err(format!(
+                "max_age={max_age}, but the user signed in {} s ago",
+                now - auth_time
+            ));
+        }
+    }
+    Ok(())
 }
 
 /// RFC 9207: when the response names its issuer it must be ours; when the provider
@@ -157,15 +226,31 @@ fn check_issuer_parameter(provider: &Provider, iss: Option<&str>) -> Result<(), 
 async fn exchange_code(
     provider: &Provider,
     http: &OidcHttp,
+    auth: &ClientAuthentication<'_>,
     code: String,
     verifier: String,
+    now: UnixMs,
 ) -> Result<CoreTokenResponse, Error> {
-    let request = provider
+    let mut request = provider
         .client
         .exchange_code(AuthorizationCode::new(code))
         .map_err(|e| Error::Internal(format!("provider has no token endpoint: {e}")))?
         .set_pkce_verifier(PkceCodeVerifier::new(verifier));
+    for (name, value) in auth.assertion_params(now)? {
+        request = request.add_extra_param(name, value);
+    }
     let tokens = request.request_async(http).await.map_err(|e| match e {
+        RequestTokenError::ServerResponse(r)
+            if *r.error() == CoreErrorResponseType::InvalidClient =>
+        {
+            LoginError::ClientAuthRejected(format!(
+                "token endpoint: invalid_client{}",
+                r.error_description()
+                    .map(|d| format!(" ({})", truncate(d, 200)))
+                    .unwrap_or_default()
+            ))
+            .into()
+        }
         RequestTokenError::ServerResponse(r) => {
             LoginError::CodeRejected(format!("{}", r.error())).into()
         }
@@ -296,4 +381,54 @@ async fn userinfo(
 
 fn truncate(s: &str, max: usize) -> String {
     s.chars().take(max).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn auth_time_must_show_the_fresh_sign_in_that_was_asked_for() {
+        let now: UnixMs = 1_700_000_000_000;
+        let secs = 1_700_000_000i64;
+        let login = Prompt::Login {
+            since: secs as u64 - 30,
+        };
+        for (auth_time, prompt, max_age, ok) in [
+            // Nothing asked: nothing checked, not even presence.
+            (None, Prompt::Default, None, true),
+            (Some(json!(1)), Prompt::Default, None, true),
+            (None, Prompt::Silent, None, true),
+            // prompt=login: after the login started (60 s tolerance).
+            (Some(json!(secs - 10)), login, None, true),
+            (Some(json!(secs - 90)), login, None, true),
+            (Some(json!(secs - 91)), login, None, false),
+            (Some(json!(secs - 3600)), login, None, false),
+            (None, login, None, false),
+            (Some(json!("yesterday")), login, None, false),
+            // max_age: within that many seconds (60 s tolerance).
+            (Some(json!(secs - 300)), Prompt::Default, Some(300), true),
+            (Some(json!(secs - 360)), Prompt::Default, Some(300), true),
+            (Some(json!(secs - 361)), Prompt::Default, Some(300), false),
+            (Some(json!(secs)), Prompt::Default, Some(0), true),
+            (Some(json!(secs - 61)), Prompt::Default, Some(0), false),
+            (None, Prompt::Default, Some(300), false),
+            (
+                Some(json!((secs - 5) as f64)),
+                Prompt::Default,
+                Some(300),
+                true,
+            ),
+            // Never in the future.
+            (Some(json!(secs + 61)), login, Some(300), false),
+            (Some(json!(secs + 60)), login, Some(300), true),
+        ] {
+            assert_eq!(
+                check_auth_time(auth_time.as_ref(), prompt, max_age, now).is_ok(),
+                ok,
+                "{auth_time:?} {prompt:?} {max_age:?}"
+            );
+        }
+    }
 }

@@ -1,16 +1,77 @@
-//! Starting a login: the authorization request (state, nonce, PKCE S256) and the
-//! `returnTo` rules. The store keeps the resulting [`LoginState`] until the
+//! Starting a login: the authorization request (state, nonce, PKCE S256), what a
+//! client may ask of it ([`LoginOptions`]: `prompt`, `max_age`, `login_hint`) and
+//! the `returnTo` rules. The store keeps the resulting [`LoginState`] until the
 //! callback takes it (one-time; several tabs can log in at once, each with its own
 //! state).
 
 use crate::config::OidcSettings;
 use crate::oidc::provider::Provider;
 use crate::session::crypto::random_token;
-use crate::session::LoginState;
-use openidconnect::core::CoreAuthenticationFlow;
-use openidconnect::{CsrfToken, Nonce, PkceCodeChallenge, Scope};
+use crate::session::{LoginState, Prompt};
+use crate::time::UnixMs;
+use openidconnect::core::{CoreAuthPrompt, CoreAuthenticationFlow};
+use openidconnect::{CsrfToken, LoginHint, Nonce, PkceCodeChallenge, Scope};
 use percent_encoding::percent_decode_str;
+use std::time::Duration;
 use url::Url;
+
+/// The longest `login_hint` passed on, in bytes (it is part of what an
+/// unauthenticated `/login` makes spa-bff send); a longer one is ignored.
+pub const MAX_LOGIN_HINT: usize = 128;
+
+/// What a client may ask of a login besides `returnTo`; anything else it sends to
+/// `/login` is ignored, and so is a value outside these rules.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct LoginOptions {
+    /// `prompt`: `none` (a silent check, no page) or `login` (a fresh sign-in).
+    pub prompt: PromptRequest,
+    /// `max_age`: the longest time since the user last signed in, in seconds (a
+    /// non-negative integer).
+    pub max_age: Option<u32>,
+    /// `login_hint`: passed to the provider (at most [`MAX_LOGIN_HINT`] bytes, no
+    /// control characters).
+    pub login_hint: Option<String>,
+}
+
+/// The `prompt` a client asked for.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum PromptRequest {
+    #[default]
+    Unset,
+    /// `prompt=none`.
+    None,
+    /// `prompt=login`.
+    Login,
+}
+
+impl LoginOptions {
+    /// The options among `/login`'s query pairs (the first value of each wins).
+    pub fn from_query(pairs: &[(String, String)]) -> Self {
+        let first = |name: &str| {
+            pairs
+                .iter()
+                .find(|(k, _)| k == name)
+                .map(|(_, v)| v.as_str())
+        };
+        let prompt = match first("prompt") {
+            Some("none") => PromptRequest::None,
+            Some("login") => PromptRequest::Login,
+            _ => PromptRequest::Unset,
+        };
+        let max_age = first("max_age")
+            .filter(|v| !v.is_empty() && v.len() <= 10 && v.bytes().all(|b| b.is_ascii_digit()))
+            .and_then(|v| v.parse().ok());
+        let login_hint = first("login_hint")
+            .filter(|v| !v.is_empty() && v.len() <= MAX_LOGIN_HINT)
+            .filter(|v| !v.chars().any(char::is_control))
+            .map(String::from);
+        Self {
+            prompt,
+            max_age,
+            login_hint,
+        }
+    }
+}
 
 /// A login ready to send the browser to the provider.
 pub struct AuthorizationRequest {
@@ -19,11 +80,15 @@ pub struct AuthorizationRequest {
     pub login: LoginState,
 }
 
-/// Builds the authorization request URL with fresh state, nonce and PKCE verifier.
+/// Builds the authorization request URL with fresh state, nonce and PKCE verifier,
+/// and what the client asked (`options`, which win over the same names in
+/// `oidc.auth_params`). `now` is when the login starts.
 pub fn authorization_request(
     provider: &Provider,
     settings: &OidcSettings,
     return_to: String,
+    options: &LoginOptions,
+    now: UnixMs,
 ) -> AuthorizationRequest {
     let (challenge, verifier) = PkceCodeChallenge::new_random_sha256();
     let mut req = provider.client.authorize_url(
@@ -36,7 +101,29 @@ pub fn authorization_request(
         req = req.add_scope(Scope::new(scope.clone()));
     }
     req = req.set_pkce_challenge(challenge);
-    for (k, v) in &settings.auth_params {
+    let prompt = match options.prompt {
+        PromptRequest::Unset => Prompt::Default,
+        PromptRequest::None => Prompt::Silent,
+        PromptRequest::Login => Prompt::Login { since: now / 1000 },
+    };
+    match prompt {
+        Prompt::Default => {}
+        Prompt::Silent => req = req.add_prompt(CoreAuthPrompt::None),
+        Prompt::Login { .. } => req = req.add_prompt(CoreAuthPrompt::Login),
+    }
+    if let Some(max_age) = options.max_age {
+        req = req.set_max_age(Duration::from_secs(max_age.into()));
+    }
+    if let Some(hint) = &options.login_hint {
+        req = req.set_login_hint(LoginHint::new(hint.clone()));
+    }
+    let asked = |name: &str| match name {
+        "prompt" => prompt != Prompt::Default,
+        "max_age" => options.max_age.is_some(),
+        "login_hint" => options.login_hint.is_some(),
+        _ => false,
+    };
+    for (k, v) in settings.auth_params.iter().filter(|(k, _)| !asked(k)) {
         req = req.add_extra_param(k.clone(), v.clone());
     }
     let (url, state, nonce) = req.url();
@@ -47,8 +134,47 @@ pub fn authorization_request(
             nonce: nonce.secret().clone(),
             pkce_verifier: verifier.secret().clone(),
             return_to,
+            prompt,
+            max_age: options.max_age,
         },
     }
+}
+
+/// The query parameter that tells the SPA why a silent login (`prompt=none`) came
+/// back without a session: `returnTo` gets `spa_bff_login=<the provider's error>`.
+pub const SILENT_OUTCOME_PARAM: &str = "spa_bff_login";
+
+/// The errors with which a provider answers `prompt=none` when it cannot sign the
+/// user in without a page (OpenID Connect Core section 3.1.2.6).
+pub const SILENT_LOGIN_ERRORS: &[&str] = &[
+    "login_required",
+    "consent_required",
+    "interaction_required",
+    "account_selection_required",
+];
+
+/// `return_to` (already checked by [`safe_return_to`]) with the silent-login
+/// outcome added to its query, before any fragment. `error` must be one of
+/// [`SILENT_LOGIN_ERRORS`] (anything else gives `return_to` unchanged): the path is
+/// untouched, so the result is exactly as safe as `return_to`.
+pub fn with_silent_outcome(return_to: &str, error: &str) -> String {
+    let Some(error) = SILENT_LOGIN_ERRORS.iter().find(|e| **e == error) else {
+        return return_to.to_string();
+    };
+    let (before_fragment, fragment) = match return_to.find('#') {
+        Some(i) => return_to.split_at(i),
+        None => (return_to, ""),
+    };
+    let separator = if before_fragment.contains('?') {
+        if before_fragment.ends_with('?') || before_fragment.ends_with('&') {
+            ""
+        } else {
+            "&"
+        }
+    } else {
+        "?"
+    };
+    format!("{before_fragment}{separator}{SILENT_OUTCOME_PARAM}={error}{fragment}")
 }
 
 /// The longest `returnTo` kept, in bytes, after normalisation; a longer one becomes
@@ -149,6 +275,111 @@ mod tests {
         assert_eq!(safe_return_to(Some(&longest)), longest);
     }
 
+    fn pairs(query: &str) -> Vec<(String, String)> {
+        url::form_urlencoded::parse(query.as_bytes())
+            .into_owned()
+            .collect()
+    }
+
+    #[test]
+    fn login_options_take_only_what_the_rules_allow() {
+        let hint = "a".repeat(MAX_LOGIN_HINT);
+        for (query, expected) in [
+            ("", LoginOptions::default()),
+            (
+                "prompt=none",
+                LoginOptions {
+                    prompt: PromptRequest::None,
+                    ..Default::default()
+                },
+            ),
+            (
+                "prompt=login&max_age=0",
+                LoginOptions {
+                    prompt: PromptRequest::Login,
+                    max_age: Some(0),
+                    ..Default::default()
+                },
+            ),
+            ("prompt=consent&prompt=none", LoginOptions::default()),
+            ("prompt=NONE", LoginOptions::default()),
+            ("prompt=none%20login", LoginOptions::default()),
+            (
+                "max_age=300",
+                LoginOptions {
+                    max_age: Some(300),
+                    ..Default::default()
+                },
+            ),
+            ("max_age=-1", LoginOptions::default()),
+            ("max_age=%2B5", LoginOptions::default()),
+            ("max_age=1.5", LoginOptions::default()),
+            ("max_age=99999999999", LoginOptions::default()),
+            ("max_age=", LoginOptions::default()),
+            (
+                "login_hint=alice%40example.com",
+                LoginOptions {
+                    login_hint: Some("alice@example.com".into()),
+                    ..Default::default()
+                },
+            ),
+            (
+                &format!("login_hint={hint}"),
+                LoginOptions {
+                    login_hint: Some(hint.clone()),
+                    ..Default::default()
+                },
+            ),
+            (&format!("login_hint={hint}a"), LoginOptions::default()),
+            ("login_hint=a%0Ab", LoginOptions::default()),
+            ("login_hint=a%00", LoginOptions::default()),
+            ("login_hint=", LoginOptions::default()),
+            (
+                "acr_values=x&redirect_uri=https://evil.example&scope=admin",
+                LoginOptions::default(),
+            ),
+        ] {
+            assert_eq!(
+                LoginOptions::from_query(&pairs(query)),
+                expected,
+                "{query:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn the_silent_login_outcome_goes_into_the_query_and_only_for_known_errors() {
+        for (return_to, error, expected) in [
+            ("/", "login_required", "/?spa_bff_login=login_required"),
+            (
+                "/x?a=1",
+                "consent_required",
+                "/x?a=1&spa_bff_login=consent_required",
+            ),
+            (
+                "/x?",
+                "interaction_required",
+                "/x?spa_bff_login=interaction_required",
+            ),
+            (
+                "/x#top",
+                "login_required",
+                "/x?spa_bff_login=login_required#top",
+            ),
+            (
+                "/x?a=1#t?b",
+                "account_selection_required",
+                "/x?a=1&spa_bff_login=account_selection_required#t?b",
+            ),
+            ("/x", "access_denied", "/x"),
+            ("/x", "login_required&evil=1", "/x"),
+        ] {
+            let got = with_silent_outcome(return_to, error);
+            assert_eq!(got, expected);
+            assert!(stays_on_the_origin_at_any_length(&got).is_ok(), "{got}");
+        }
+    }
+
     #[test]
     fn a_return_to_longer_than_the_cap_falls_back_to_root() {
         let long = format!("/{}", "a".repeat(MAX_RETURN_TO));
@@ -214,6 +445,14 @@ mod tests {
     /// transformations browsers and routers apply (`\\` as `/`, tabs and newlines
     /// dropped, percent-decoding): every one must stay on the origin.
     fn stays_on_the_origin(location: &str) -> Result<(), String> {
+        stays_on_the_origin_at_any_length(location)?;
+        if location.len() > MAX_RETURN_TO {
+            return Err(format!("{location:?} is longer than the cap"));
+        }
+        Ok(())
+    }
+
+    fn stays_on_the_origin_at_any_length(location: &str) -> Result<(), String> {
         let base = Url::parse("https://app.example/").unwrap();
         let mut forms = vec![location.to_string()];
         let mut layer = location.to_string();
@@ -244,11 +483,8 @@ mod tests {
                 }
             }
         }
-        if !location.starts_with('/')
-            || location.starts_with("//")
-            || location.len() > MAX_RETURN_TO
-        {
-            return Err(format!("{location:?} is not a short local path"));
+        if !location.starts_with('/') || location.starts_with("//") {
+            return Err(format!("{location:?} is not a local path"));
         }
         Ok(())
     }
@@ -309,6 +545,13 @@ mod tests {
             fn no_arbitrary_string_leaves_the_origin(raw in any::<String>()) {
                 let location = safe_return_to(Some(&raw));
                 prop_assert!(stays_on_the_origin(&location).is_ok(), "{}", stays_on_the_origin(&location).unwrap_err());
+            }
+
+            #[test]
+            fn a_silent_login_outcome_never_leaves_the_origin(raw in hostile_return_to(), which in 0..SILENT_LOGIN_ERRORS.len()) {
+                let location = with_silent_outcome(&safe_return_to(Some(&raw)), SILENT_LOGIN_ERRORS[which]);
+                let verdict = stays_on_the_origin_at_any_length(&location);
+                prop_assert!(verdict.is_ok(), "{}", verdict.unwrap_err());
             }
 
             #[test]

@@ -1,9 +1,11 @@
 //! Ending a session at the provider: the RP-initiated logout URL, and revocation
 //! of the refresh token (RFC 7009) so a copy of it is worthless.
 
-use crate::config::{is_allowed_provider_url, ClientAuth, OidcSettings, Settings};
+use crate::config::{is_allowed_provider_url, OidcSettings, Settings};
+use crate::oidc::client_auth::ClientAuthentication;
 use crate::oidc::http::OidcHttp;
 use crate::oidc::provider::Provider;
+use crate::time::now_ms;
 use url::Url;
 
 /// Where the browser goes after local logout: the provider's `end_session_endpoint`
@@ -57,19 +59,15 @@ pub async fn revoke_refresh_token(
             return;
         }
     }
-    let secret = oidc.client_secret.expose();
-    let mut form = vec![("token", token), ("token_type_hint", "refresh_token")];
-    let basic = match oidc.client_auth {
-        ClientAuth::ClientSecretBasic => Some((oidc.client_id.as_str(), secret)),
-        ClientAuth::ClientSecretPost => {
-            form.extend([
-                ("client_id", oidc.client_id.as_str()),
-                ("client_secret", secret),
-            ]);
-            None
+    let credentials = match ClientAuthentication::new(oidc, provider).credentials(now_ms()) {
+        Ok(c) => c,
+        Err(e) => {
+            tracing::warn!("refresh token not revoked: {e}");
+            return;
         }
     };
-    match http.post_form(endpoint, &form, basic).await {
+    let form = [("token", token), ("token_type_hint", "refresh_token")];
+    match credentials.post(http, endpoint, &form).await {
         Ok(answer) if answer.status.is_success() => tracing::debug!("refresh token revoked"),
         Ok(answer) => tracing::warn!(
             status = answer.status.as_u16(),

@@ -1,12 +1,16 @@
-//! OpenID Connect relying-party logic: discovery and keys, the authorization
-//! request, the callback (code exchange and ID-token validation), and logout.
+//! OpenID Connect relying-party logic: discovery and keys, client authentication,
+//! the authorization request (pushed or not), the callback (code exchange and
+//! ID-token validation), refresh, client credentials, and logout.
 //! HTTP handlers live in `routes`; this module knows nothing of actix requests.
 
 pub mod backchannel;
 pub mod callback;
+pub mod client_auth;
+pub mod client_credentials;
 pub mod http;
 pub mod login;
 pub mod logout;
+pub mod par;
 pub mod provider;
 pub mod refresh;
 

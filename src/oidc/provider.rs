@@ -5,8 +5,11 @@
 //! JWKS is cached with the metadata and fetched again when a token names a key id
 //! we do not know (key rotation), at most once per [`JWKS_REFRESH_MIN_INTERVAL`];
 //! callers that find a fetch under way wait for it and use the keys it installed.
+//! The metadata also decides how authorization requests reach the provider
+//! ([`AuthorizationRoute`]): a provider that must get pushed requests but names no
+//! usable PAR endpoint fails discovery, with that sentence in the log.
 
-use crate::config::{ClientAuth, Settings};
+use crate::config::{is_allowed_provider_url, ClientAuth, OidcSettings, Settings};
 use crate::error::Error;
 use crate::oidc::http::OidcHttp;
 use openidconnect::core::{
@@ -19,8 +22,10 @@ use openidconnect::{
     EndpointSet, IssuerUrl, JsonWebKeySet, ProviderMetadata, RedirectUrl,
 };
 use serde::{Deserialize, Serialize};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, RwLock};
 use std::time::{Duration, Instant};
+use url::Url;
 
 /// Do not hammer the provider's JWKS endpoint with tokens naming unknown keys.
 pub const JWKS_REFRESH_MIN_INTERVAL: Duration = Duration::from_secs(10);
@@ -37,6 +42,11 @@ pub struct ExtraMetadata {
     /// RFC 9207: the provider always adds `iss` to authorization responses.
     #[serde(default)]
     pub authorization_response_iss_parameter_supported: bool,
+    /// RFC 9126: where authorization requests are pushed.
+    pub pushed_authorization_request_endpoint: Option<String>,
+    /// RFC 9126: the provider accepts pushed authorization requests only.
+    #[serde(default)]
+    pub require_pushed_authorization_requests: bool,
 }
 
 impl AdditionalProviderMetadata for ExtraMetadata {}
@@ -69,6 +79,8 @@ pub type OidcClient = CoreClient<
 pub struct Provider {
     pub metadata: Metadata,
     pub client: OidcClient,
+    /// How authorization requests reach the provider (pushed or in the redirect).
+    pub authorization: AuthorizationRoute,
 }
 
 impl Provider {
@@ -76,17 +88,29 @@ impl Provider {
         let oidc = &settings.oidc;
         let redirect = RedirectUrl::new(settings.server.redirect_uri())
             .map_err(|e| format!("redirect URI: {e}"))?;
+        // With private_key_jwt there is no secret: openidconnect then puts
+        // `client_id` in the form, and the assertion is added per request
+        // (`oidc::client_auth`).
+        let secret = oidc
+            .client_secret
+            .as_ref()
+            .map(|s| ClientSecret::new(s.expose().to_string()));
         let client = CoreClient::from_provider_metadata(
             metadata.clone(),
             ClientId::new(oidc.client_id.clone()),
-            Some(ClientSecret::new(oidc.client_secret.expose().to_string())),
+            secret,
         )
         .set_redirect_uri(redirect)
         .set_auth_type(match oidc.client_auth {
             ClientAuth::ClientSecretBasic => AuthType::BasicAuth,
-            ClientAuth::ClientSecretPost => AuthType::RequestBody,
+            ClientAuth::ClientSecretPost | ClientAuth::PrivateKeyJwt => AuthType::RequestBody,
         });
-        Ok(Self { metadata, client })
+        let authorization = authorization_route(metadata.additional_metadata(), oidc)?;
+        Ok(Self {
+            metadata,
+            client,
+            authorization,
+        })
     }
 
     pub fn issuer(&self) -> &str {
@@ -105,6 +129,8 @@ pub struct ProviderHandle {
     /// When the JWKS was last fetched again; held while a fetch is under way, so
     /// that concurrent callers wait for its keys instead of giving up.
     last_jwks_refresh: tokio::sync::Mutex<Option<Instant>>,
+    /// Whether the start-up notes about the provider (PAR) were logged.
+    announced: AtomicBool,
 }
 
 impl ProviderHandle {
@@ -113,6 +139,7 @@ impl ProviderHandle {
             settings,
             current: RwLock::new(None),
             last_jwks_refresh: tokio::sync::Mutex::new(None),
+            announced: AtomicBool::new(false),
         })
     }
 
@@ -140,7 +167,11 @@ impl ProviderHandle {
         let metadata = Metadata::discover_async(issuer, http)
             .await
             .map_err(|e| error_chain(&e))?;
-        self.set(Provider::new(metadata, &self.settings)?);
+        let provider = Provider::new(metadata, &self.settings)?;
+        if !self.announced.swap(true, Ordering::Relaxed) {
+            announce(&provider, &self.settings.oidc);
+        }
+        self.set(provider);
         Ok(())
     }
 
@@ -194,6 +225,53 @@ impl ProviderHandle {
     }
 }
 
+/// How authorization requests reach the provider: pushed first (RFC 9126, see
+/// [`crate::oidc::par`]) when `oidc.use_par` says so or the provider requires it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum AuthorizationRoute {
+    /// In the browser's redirect (the query of the authorization URL).
+    Redirect,
+    /// Pushed to this endpoint first (RFC 9126).
+    Pushed(Url),
+}
+
+/// Whether requests are pushed, from `oidc.use_par` and the provider's metadata.
+pub fn authorization_route(
+    meta: &ExtraMetadata,
+    oidc: &OidcSettings,
+) -> Result<AuthorizationRoute, String> {
+    let required = meta.require_pushed_authorization_requests;
+    if !oidc.use_par && !required {
+        return Ok(AuthorizationRoute::Redirect);
+    }
+    let why = if required {
+        "the provider requires pushed authorization requests"
+    } else {
+        "oidc.use_par = true"
+    };
+    let Some(raw) = meta.pushed_authorization_request_endpoint.as_deref() else {
+        return Err(format!(
+            "{why}, but the provider's metadata names no pushed_authorization_request_endpoint"
+        ));
+    };
+    match Url::parse(raw) {
+        Ok(url) if is_allowed_provider_url(&url) => Ok(AuthorizationRoute::Pushed(url)),
+        _ => Err(format!(
+            "{why}, but its pushed_authorization_request_endpoint is not https (nor http on this machine)"
+        )),
+    }
+}
+
+/// Says once, at start-up, that PAR is used although not configured.
+fn announce(provider: &Provider, oidc: &OidcSettings) {
+    let pushed = matches!(provider.authorization, AuthorizationRoute::Pushed(_));
+    if pushed && !oidc.use_par {
+        tracing::info!(
+            "the provider requires pushed authorization requests (require_pushed_authorization_requests); /login pushes them although oidc.use_par = false"
+        );
+    }
+}
+
 /// An error and its sources, for logs.
 pub fn error_chain(e: &dyn std::error::Error) -> String {
     let mut out = e.to_string();
@@ -204,4 +282,54 @@ pub fn error_chain(e: &dyn std::error::Error) -> String {
         source = s.source();
     }
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::Settings;
+
+    fn oidc(use_par: bool) -> OidcSettings {
+        let text = format!(
+            "{}\n",
+            crate::config::tests::minimal()
+                .replace("[oidc]", &format!("[oidc]\nuse_par = {use_par}"))
+        );
+        Settings::from_toml_str(&text).unwrap().oidc
+    }
+
+    fn meta(endpoint: Option<&str>, required: bool) -> ExtraMetadata {
+        ExtraMetadata {
+            pushed_authorization_request_endpoint: endpoint.map(String::from),
+            require_pushed_authorization_requests: required,
+            ..ExtraMetadata::default()
+        }
+    }
+
+    #[test]
+    fn requests_are_pushed_when_configured_or_required_and_an_endpoint_is_needed_then() {
+        let par = "https://id.example.com/par";
+        let pushed = AuthorizationRoute::Pushed(par.parse().unwrap());
+        for (use_par, endpoint, required, expected) in [
+            (false, None, false, Ok(AuthorizationRoute::Redirect)),
+            (false, Some(par), false, Ok(AuthorizationRoute::Redirect)),
+            (true, Some(par), false, Ok(pushed.clone())),
+            (false, Some(par), true, Ok(pushed.clone())),
+            (true, None, false, Err("oidc.use_par = true, but")),
+            (false, None, true, Err("the provider requires pushed")),
+            (
+                true,
+                Some("http://id.example.com/par"),
+                false,
+                Err("not https"),
+            ),
+        ] {
+            let got = authorization_route(&meta(endpoint, required), &oidc(use_par));
+            match (got, expected) {
+                (Ok(g), Ok(e)) => assert_eq!(g, e),
+                (Err(g), Err(e)) => assert!(g.contains(e), "{g:?} lacks {e:?}"),
+                (g, e) => panic!("{use_par} {endpoint:?} {required}: {g:?} vs {e:?}"),
+            }
+        }
+    }
 }

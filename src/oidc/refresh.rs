@@ -11,7 +11,12 @@
 //! A failure is judged by what the provider actually sent ([`RefreshError`]): any
 //! 4xx, an OAuth error or a bare status, refuses the grant (the session ends); no
 //! answer, a timeout, 5xx, 408 and 429 are an outage (503, the session is kept).
+//! One 4xx is not about the grant: `invalid_client` says the provider did not
+//! accept spa-bff's own client authentication (a wrong secret or key), which ending
+//! every user's session would not fix: it is an outage, logged as what it is.
 
+use crate::config::OidcSettings;
+use crate::oidc::client_auth::{refused_client_auth, ClientAuthentication};
 use crate::oidc::http::{server_error_as_unavailable, HttpError, OidcHttp};
 use crate::oidc::provider::{error_chain, Provider};
 use crate::session::Tokens;
@@ -45,6 +50,7 @@ pub enum RefreshError {
 pub async fn refresh_tokens(
     provider: &Provider,
     http: &OidcHttp,
+    oidc: &OidcSettings,
     tokens: &Tokens,
     now: UnixMs,
 ) -> Result<Tokens, RefreshError> {
@@ -53,10 +59,16 @@ pub async fn refresh_tokens(
         .as_ref()
         .ok_or(RefreshError::NoRefreshToken)?;
     let refresh_token = RefreshToken::new(current.expose().to_string());
-    let request = provider
+    let mut request = provider
         .client
         .exchange_refresh_token(&refresh_token)
         .map_err(|e| RefreshError::Unavailable(format!("provider has no token endpoint: {e}")))?;
+    let assertion = ClientAuthentication::new(oidc, provider)
+        .assertion_params(now)
+        .map_err(|e| RefreshError::Unavailable(e.to_string()))?;
+    for (name, value) in assertion {
+        request = request.add_extra_param(name, value);
+    }
     let observed = Observed {
         http,
         answer: RefCell::new(None),
@@ -92,6 +104,9 @@ fn classify<E: std::error::Error>(
     refresh_token: &str,
 ) -> RefreshError {
     match seen {
+        Some((status, body)) if refused_client_auth(status, &body) => RefreshError::Unavailable(
+            format!("the provider refused spa-bff's client authentication (HTTP {status} invalid_client): check oidc.client_auth and the client secret or key"),
+        ),
         Some((status, body)) if (400..500).contains(&status) && status != 408 && status != 429 => {
             RefreshError::Refused {
                 detail: format!("HTTP {status}: {}", excerpt(&body, refresh_token)),
@@ -172,6 +187,8 @@ mod tests {
                 "no\nway rt-secret",
                 "refused: HTTP 403: no way [redacted]",
             ),
+            (Some(401), r#"{"error":"invalid_client"}"#, "unavailable"),
+            (Some(400), r#"{"error":"invalid_client"}"#, "unavailable"),
             (Some(408), "", "unavailable"),
             (Some(429), "slow down", "unavailable"),
             (Some(500), "", "unavailable"),

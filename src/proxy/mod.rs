@@ -1,13 +1,17 @@
 //! The `/api` reverse proxy: only configured `[[routes]]` prefixes reach an
-//! upstream, with the user's access token attached and kept fresh.
+//! upstream, with the user's access token attached and kept fresh (or, on
+//! `token = "client"` routes, spa-bff's own client-credentials token).
 //!
 //! A proxied request goes through named phases, each its own function:
 //!
 //! 1. [`check_request`]: the CSRF header, the route's method allow-list, an
 //!    unambiguous path ([`path`]), a declared body within the route's `max_body`;
-//! 2. [`authenticate`]: cookie -> session, as the route's [`TokenRequirement`] says;
+//! 2. [`authenticate`]: cookie -> session, as the route's [`TokenRequirement`] says
+//!    (`client` and `none` routes never read a session);
 //! 3. [`Refresher::ensure_fresh`](crate::flows::refresh::Refresher::ensure_fresh):
-//!    refresh the access token near its expiry, once;
+//!    refresh the user's access token near its expiry, once; on a `client` route
+//!    instead [`ClientTokenSource::token`](crate::flows::client_token::ClientTokenSource::token):
+//!    the route's own token, cached and fetched once for all waiting requests;
 //! 4. [`prepare_upstream`]: URL, header hygiene ([`headers`]), `Authorization:
 //!    Bearer`, `X-Forwarded-*` (the client as [`crate::edge::client`] believes it);
 //! 5. [`send_upstream`]: stream the request body (never buffered beyond the retry
@@ -24,7 +28,8 @@
 //! 400 for an ambiguous path, 403 without the CSRF header, 401 without a session on
 //! a `required` route, 408 when the request body stalls, 413 when it is too large,
 //! 502 when the upstream cannot be reached, 504 when it is slower than the route's
-//! timeout, 503 when Redis or the provider is away.
+//! timeout, 503 when Redis or the provider is away (or refuses a `client` route's
+//! token).
 
 pub mod headers;
 pub mod idle;
@@ -36,6 +41,7 @@ use crate::csrf;
 use crate::edge::body::{FaultSlot, GuardedBody};
 use crate::edge::client::client_of;
 use crate::error::Error;
+use crate::secret::Sensitive;
 use crate::state::{AppState, SessionLookup};
 use crate::store::LoadedSession;
 use crate::telemetry::{RequestId, REQUEST_ID};
@@ -136,9 +142,14 @@ async fn proxy(
             None => (None, true),
         },
     };
+    let client_token = match route.token {
+        TokenRequirement::Client => Some(state.client_tokens().token(route).await?),
+        _ => None,
+    };
     let token = session
         .as_ref()
-        .map(|s| s.record.tokens.access_token.expose());
+        .map(|s| s.record.tokens.access_token.expose())
+        .or(client_token.as_ref().map(Sensitive::expose));
     let carried_token = token.is_some();
     if websocket::is_upgrade(req) {
         let url = upstream_url(route, &call.rest, req.query_string());
@@ -155,6 +166,18 @@ async fn proxy(
     let replay = body.replay();
     let mut response = call.send(token, body).await?;
     let mut retry_ended = false;
+    if let (Some(rejected), Some(body), true) = (&client_token, &replay, rejects_token(&response)) {
+        if let Some(renewed) = state
+            .client_tokens()
+            .replace_rejected(route, rejected)
+            .await?
+        {
+            tracing::info!(route = %route.prefix, "upstream rejected the client token; retrying once with a new one");
+            response = call
+                .send(Some(renewed.expose()), body.replay_owned())
+                .await?;
+        }
+    }
     if let (Some(session), Some(body)) = (session, replay) {
         if rejects_token(&response) {
             match call.renew_rejected(session).await? {
@@ -316,6 +339,11 @@ impl OutgoingBody {
         }
     }
 
+    /// Another copy of a replay copy (never a stream).
+    fn replay_owned(&self) -> Self {
+        self.replay().unwrap_or(OutgoingBody::None)
+    }
+
     /// A copy to send again, when the body is not a one-shot stream.
     fn replay(&self) -> Option<Self> {
         match self {
@@ -389,7 +417,10 @@ async fn authenticate(
     state: &AppState,
     route: &RouteSettings,
 ) -> Result<Option<LoadedSession>, Rejection> {
-    if route.token == TokenRequirement::None {
+    if matches!(
+        route.token,
+        TokenRequirement::None | TokenRequirement::Client
+    ) {
         return Ok(None);
     }
     let required = route.token == TokenRequirement::Required;
@@ -528,6 +559,9 @@ mod tests {
             prefix: prefix.into(),
             upstream: upstream.parse().unwrap(),
             token: TokenRequirement::Required,
+            scopes: Vec::new(),
+            resource: None,
+            audience: None,
             strip_prefix: strip,
             timeout: Duration::from_secs(1),
             methods: None,

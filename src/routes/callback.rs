@@ -1,5 +1,5 @@
 use crate::error::{Error, LoginError};
-use crate::flows::login::{self, Callback};
+use crate::flows::login::{self, Callback, Finished};
 use crate::oidc::callback::AuthorizationResponse;
 use crate::routes::query_pairs;
 use crate::state::AppState;
@@ -20,14 +20,19 @@ pub async fn callback(req: HttpRequest, state: web::Data<AppState>) -> HttpRespo
         replaces: state.cookies.read_session(&req),
     };
     let mut res = match login::finish(&state.deps(), callback, now_ms()).await {
-        Ok(done) => HttpResponse::Found()
-            .insert_header((header::LOCATION, done.return_to))
+        Ok(Finished::SignedIn { session, return_to }) => HttpResponse::Found()
+            .insert_header((header::LOCATION, return_to))
             .insert_header((header::CACHE_CONTROL, "no-store"))
             .cookie(
                 state
                     .cookies
-                    .session_cookie(&done.session, state.expiry.absolute),
+                    .session_cookie(&session, state.expiry.absolute),
             )
+            .finish(),
+        // A silent login without a provider session: back to the app, no session.
+        Ok(Finished::NotSignedIn { return_to }) => HttpResponse::Found()
+            .insert_header((header::LOCATION, return_to))
+            .insert_header((header::CACHE_CONTROL, "no-store"))
             .finish(),
         Err(e) => HttpResponse::from_error(e),
     };

@@ -3,6 +3,7 @@
 pub mod backchannel;
 pub mod callback;
 pub mod health;
+pub mod jwks;
 pub mod login;
 pub mod logout;
 pub mod spa;
@@ -20,6 +21,7 @@ use actix_web::{web, HttpResponse};
 pub fn configure(settings: &Settings) -> impl FnOnce(&mut web::ServiceConfig) {
     let static_dir = settings.server.static_dir.clone();
     let routes = settings.routes.clone();
+    let jwks_path = settings.oidc.jwks_path.clone();
     move |cfg| {
         // Unauthenticated callers make spa-bff store login state here: rate-limited.
         cfg.service(get_only(paths::LOGIN, login::login).wrap(from_fn(limit_logins)))
@@ -41,6 +43,9 @@ pub fn configure(settings: &Settings) -> impl FnOnce(&mut web::ServiceConfig) {
                         ))
                     })),
             );
+        if let Some(path) = &jwks_path {
+            cfg.service(get_only(path, jwks::jwks));
+        }
         crate::proxy::configure(cfg, &routes);
         let proxied = routes.into_iter().map(|r| r.prefix).collect();
         spa::configure(cfg, static_dir, proxied);

@@ -16,5 +16,5 @@ pub mod record;
 pub use cookie::CookieCodec;
 pub use crypto::SessionRef;
 pub use expiry::ExpiryPolicy;
-pub use login_state::LoginState;
+pub use login_state::{LoginState, Prompt};
 pub use record::{SessionRecord, Tokens};

@@ -506,7 +506,18 @@ async fn a_pending_login_costs_under_a_kilobyte_of_redis_even_with_the_longest_r
         format!("/{}", "%25".repeat(680)),
     ] {
         let browser = Browser::new();
-        app.start_login(&browser, &return_to).await;
+        // With everything else /login keeps: prompt=login (its start time) and the
+        // largest max_age; the longest login_hint is passed on, not kept.
+        let url = support::with_query(
+            &app.at("/login"),
+            &[
+                ("returnTo", return_to.as_str()),
+                ("prompt", "login"),
+                ("max_age", "4294967295"),
+                ("login_hint", &"h".repeat(128)),
+            ],
+        );
+        assert_eq!(browser.get(&url).await.status, 302);
         let keys: Vec<String> = redis::cmd("KEYS")
             .arg(format!("{}login:*", app.prefix))
             .query_async(&mut c)

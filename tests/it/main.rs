@@ -4,12 +4,16 @@ mod provider;
 mod refresh;
 
 mod backchannel;
+mod client_auth;
+mod client_routes;
 mod demo_api;
 mod edge;
 mod fake_op;
 mod layers;
 mod login;
 mod long_lived;
+mod par;
+mod prompt;
 mod proxy;
 mod redis_deployments;
 mod resilience;

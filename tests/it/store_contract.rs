@@ -8,7 +8,7 @@
 
 use spa_bff::config::{RedisSettings, Settings};
 use spa_bff::secret::Sensitive;
-use spa_bff::session::{ExpiryPolicy, LoginState, SessionRecord, SessionRef, Tokens};
+use spa_bff::session::{ExpiryPolicy, LoginState, Prompt, SessionRecord, SessionRef, Tokens};
 use spa_bff::store::{EndOutcome, LogoutScope, RedisHandle, RedisStore, Store, UpdateOutcome};
 use spa_bff::time::{now_ms, UnixMs};
 use std::time::Duration;
@@ -400,6 +400,10 @@ pub mod checks {
             nonce: support::random_string(32),
             pkce_verifier: support::random_string(32),
             return_to: "/orders/7".into(),
+            prompt: Prompt::Login {
+                since: 1_700_000_000,
+            },
+            max_age: Some(300),
         };
         store
             .save_login(&state, &login, Duration::from_secs(60))

@@ -9,6 +9,8 @@
 //   BACKCHANNEL_ALLOW_LOOPBACK   default "1": allow back-channel logout POSTs to loopback
 //   STATE_FILE                   optional: keep grants, clients, keys across restarts (written on
 //                                shutdown, read at start), for "the provider went away and came back"
+//   REQUIRE_PAR                  "1": require pushed authorization requests from every client
+//                                (`require_pushed_authorization_requests: true` in discovery)
 //
 // Choices:
 // - devInteractions: the library's built-in login and consent forms. Any login name becomes `sub`.
@@ -20,7 +22,8 @@
 //   is therefore "the client may use the refresh_token grant". rotateRefreshToken: true rotates on
 //   every use; presenting a consumed refresh token revokes the whole grant (library default).
 // - resourceIndicators: `resource=<uri>` at /auth yields JWT access tokens with aud=<uri>, scopes
-//   api:read api:write, the same TTL; useGrantedResource makes the code exchange and refreshes keep
+//   api:read api:write (and reports:read orders:read for client credentials tokens), the same
+//   TTL; useGrantedResource makes the code exchange and refreshes keep
 //   using the granted resource. Without `resource` there is no default resource: access tokens are
 //   opaque and usable at userinfo (which refuses the resource-bound JWTs).
 // - Back-channel logout: oidc-provider 9 routes its outgoing fetches through an undici dispatcher
@@ -30,6 +33,10 @@
 //   (unless STATE_FILE keeps them, with the grants and clients, across a restart).
 // - Storage: the default in-memory adapter is an LRU of 1000 entries (grants get evicted in long
 //   runs); MapAdapter below is an unbounded Map honouring expiresIn, with a grant index for revocation.
+// - Client authentication: client_secret_basic/_post, and private_key_jwt with RS256, PS256 or ES256
+//   (clients register their public `jwks` or a `jwks_uri`, fetched over loopback like back-channel
+//   logout). The client credentials grant is on (opaque tokens, or JWTs for a `resource`, living
+//   ACCESS_TOKEN_TTL like the others); PAR is on (required of everyone with REQUIRE_PAR=1).
 // - Only response_type=code. The built-in HTML pages lose their web-font @import (no internet here).
 // - /__test/* admin routes live on the same server, in front of provider.callback(): stats,
 //   reset-stats, revoke (an account's grants), delay-token (hold the next token answers of a
@@ -52,6 +59,7 @@ const ISSUER = process.env.ISSUER || `http://127.0.0.1:${PORT}`;
 const ACCESS_TOKEN_TTL = Number(process.env.ACCESS_TOKEN_TTL || 300);
 const CLIENTS = process.env.CLIENTS ? JSON.parse(process.env.CLIENTS) : [];
 const ALLOW_LOOPBACK = !['0', 'false', 'no'].includes(process.env.BACKCHANNEL_ALLOW_LOOPBACK ?? '1');
+const REQUIRE_PAR = process.env.REQUIRE_PAR === '1';
 
 // ---- storage: unbounded Map, honours expiresIn, indexes grant members for revokeByGrantId ----
 const store = new Map(); // key -> { payload, expiresAt }
@@ -152,8 +160,12 @@ const provider = new Provider(ISSUER, {
   pkce: { required: () => true },
   issueRefreshToken: async (_ctx, client) => client.grantTypeAllowed('refresh_token'),
   rotateRefreshToken: true,
+  enabledJWA: {
+    clientAuthSigningAlgValues: ['HS256', 'RS256', 'PS256', 'ES256'],
+  },
   ttl: {
     AccessToken: ACCESS_TOKEN_TTL,
+    ClientCredentials: ACCESS_TOKEN_TTL,
     AuthorizationCode: 60,
     IdToken: 3600,
     RefreshToken: 14 * 24 * 3600,
@@ -169,12 +181,14 @@ const provider = new Provider(ISSUER, {
     revocation: { enabled: true, allowedPolicy: async (_ctx, client, token) => token.clientId === client.clientId },
     introspection: { enabled: true, allowedPolicy: async () => true },
     userinfo: { enabled: true },
+    clientCredentials: { enabled: true },
+    pushedAuthorizationRequests: { enabled: true, requirePushedAuthorizationRequests: REQUIRE_PAR },
     resourceIndicators: {
       enabled: true,
       defaultResource: async (_ctx, _client, oneOf) => oneOf, // no default resource
       useGrantedResource: async () => true,
       getResourceServerInfo: async (_ctx, resourceIndicator) => ({
-        scope: 'api:read api:write',
+        scope: 'api:read api:write reports:read orders:read',
         audience: resourceIndicator,
         accessTokenTTL: ACCESS_TOKEN_TTL,
         accessTokenFormat: 'jwt',
@@ -196,18 +210,23 @@ const freshStats = () => ({
   backchannel_success: 0, backchannel_error: 0, backchannel_errors: [],
   requests: {}, // by path, e.g. "/token", "/me"
   durations_ms: {}, // by path: total milliseconds spent answering (the benchmark subtracts them)
+  by_client: {}, // client_id -> token requests by grant type (successful or not)
 });
 let stats = freshStats();
 const bump = (map, key) => { map[key] = (map[key] ?? 0) + 1; };
 const grantType = (ctx) => ctx.oidc?.params?.grant_type ?? ctx.oidc?.body?.grant_type ?? 'unknown';
+const bumpClient = (ctx, gt) => {
+  const id = ctx.oidc?.client?.clientId;
+  if (id) bump(stats.by_client[id] ??= {}, gt);
+};
 provider.on('grant.success', (ctx) => {
   const gt = grantType(ctx);
-  bump(stats.token_requests, gt); bump(stats.token_success, gt);
+  bump(stats.token_requests, gt); bump(stats.token_success, gt); bumpClient(ctx, gt);
   if (gt === 'refresh_token') stats.refresh_success += 1;
 });
 provider.on('grant.error', (ctx) => {
   const gt = grantType(ctx);
-  bump(stats.token_requests, gt); bump(stats.token_error, gt);
+  bump(stats.token_requests, gt); bump(stats.token_error, gt); bumpClient(ctx, gt);
   if (gt === 'refresh_token') stats.refresh_error += 1;
 });
 provider.on('backchannel.success', () => { stats.backchannel_success += 1; });

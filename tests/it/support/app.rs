@@ -28,6 +28,8 @@ pub struct AppOptions {
     /// talk plain http to the listener, as a TLS-terminating proxy would).
     pub insecure_cookies: bool,
     pub static_dir: Option<String>,
+    /// More `[oidc]` keys (e.g. `client_key_file`, `use_par`).
+    pub oidc_toml: String,
     pub extra_toml: String,
     /// More `[server]` keys (the edge limits). The default lifts the login rate limit:
     /// every test browser logs in from 127.0.0.1 (tests of the limit set their own).
@@ -66,6 +68,7 @@ impl AppOptions {
             absolute_timeout: "12h",
             insecure_cookies: true,
             static_dir: None,
+            oidc_toml: String::new(),
             extra_toml: String::new(),
             server_toml: "login_rate_limit = 100000\nlogin_rate_burst = 100000\n".into(),
             register: false,
@@ -189,6 +192,11 @@ pub fn settings_toml(
         .redis_config
         .clone()
         .unwrap_or_else(|| format!("redis_url = {:?}", opts.redis_url));
+    // private_key_jwt clients have no secret (spa-bff refuses one then).
+    let client_secret = match opts.client_auth {
+        "private_key_jwt" => String::new(),
+        _ => format!("client_secret = \"{}\"\n", client.client_secret),
+    };
     format!(
         r#"
 [server]
@@ -199,10 +207,9 @@ workers = 2
 [oidc]
 issuer = "{issuer}"
 client_id = "{client_id}"
-client_secret = "{client_secret}"
-client_auth = "{client_auth}"
+{client_secret}client_auth = "{client_auth}"
 http_timeout = "3s"
-
+{oidc}
 [session]
 {redis}
 key_prefix = "{prefix}"
@@ -215,8 +222,8 @@ redis_timeout = "1s"
 "#,
         issuer = opts.issuer,
         client_id = client.client_id,
-        client_secret = client.client_secret,
         client_auth = opts.client_auth,
+        oidc = opts.oidc_toml,
         idle = opts.idle_timeout,
         absolute = opts.absolute_timeout,
         insecure = opts.insecure_cookies,

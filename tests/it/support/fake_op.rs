@@ -64,6 +64,11 @@ pub enum Flaw {
     /// Not a flaw but a quirk widely used providers have (Auth0 with `profile` and
     /// `email`): `updated_at` as an ISO-8601 string, `email_verified` as `"true"`.
     StringTypedClaims,
+    /// `auth_time` an hour ago, whatever `prompt=login` or `max_age` asked (a
+    /// provider that ignores them, or a replayed sign-in).
+    StaleAuthTime,
+    /// No `auth_time` at all.
+    NoAuthTime,
 }
 
 /// How the fake answers a `refresh_token` grant.
@@ -89,6 +94,11 @@ pub enum Endpoint {
 
 pub struct FakeState {
     pub flaw: Flaw,
+    /// When set, the authorization endpoint answers with this OAuth `error` (as a
+    /// provider answers `prompt=none` without a session) instead of a code.
+    pub authorize_error: Option<&'static str>,
+    /// The query of the last authorization request.
+    pub last_authorize: Vec<(String, String)>,
     pub refresh: RefreshAnswer,
     /// Waited before answering a refresh.
     pub refresh_delay: std::time::Duration,
@@ -184,8 +194,12 @@ async fn authorize(req: HttpRequest, state: web::Data<Mutex<FakeState>>) -> Http
         .collect();
     let code = support::random_string(16);
     let mut s = state.lock().unwrap();
+    s.last_authorize = support::query_pairs(req.query_string());
     s.codes.insert(code.clone(), q["nonce"].clone());
-    let mut pairs = vec![("code", code.as_str()), ("state", q["state"].as_str())];
+    let mut pairs = match s.authorize_error {
+        Some(error) => vec![("error", error), ("state", q["state"].as_str())],
+        None => vec![("code", code.as_str()), ("state", q["state"].as_str())],
+    };
     let evil = "https://evil.example".to_string();
     match s.flaw {
         Flaw::MixUpIssParameter => pairs.push(("iss", &evil)),
@@ -300,8 +314,13 @@ fn id_token(s: &FakeState, nonce: &str, access_token: &str) -> String {
         "nonce": nonce,
         "name": "Fake User",
         "sid": s.sid,
+        "auth_time": t,
     });
     match s.flaw {
+        Flaw::StaleAuthTime => claims["auth_time"] = json!(t - 3600),
+        Flaw::NoAuthTime => {
+            claims.as_object_mut().unwrap().remove("auth_time");
+        }
         Flaw::WrongAudience => claims["aud"] = json!(["someone-else"]),
         Flaw::UntrustedExtraAudience => {
             claims["aud"] = json!([CLIENT_ID, "another-api"]);
@@ -390,6 +409,8 @@ pub fn start_fake_op() -> (Arc<Mutex<FakeState>>, String) {
     let issuer = format!("http://127.0.0.1:{}", listener.local_addr().unwrap().port());
     let state = web::Data::new(Mutex::new(FakeState {
         flaw: Flaw::None,
+        authorize_error: None,
+        last_authorize: Vec::new(),
         refresh: RefreshAnswer::Tokens,
         refresh_delay: std::time::Duration::ZERO,
         jwks_delay: std::time::Duration::ZERO,

@@ -31,17 +31,27 @@ use base64::Engine as _;
 use sha2::{Digest, Sha256};
 
 /// Installs rustls' ring crypto provider (needed before any awc client exists) and a
-/// tracing subscriber writing to the test output (`RUST_LOG` filters it). Idempotent.
+/// tracing subscriber writing to the test output (`RUST_LOG` filters it) and, from
+/// WARN up whatever `RUST_LOG` says, to [`logged`]'s buffer. Idempotent.
 pub fn init() {
+    use tracing_subscriber::layer::SubscriberExt;
+    use tracing_subscriber::util::SubscriberInitExt;
+    use tracing_subscriber::Layer;
     static ONCE: Once = Once::new();
     ONCE.call_once(|| {
         let _ = rustls::crypto::ring::default_provider().install_default();
-        let _ = tracing_subscriber::fmt()
-            .with_env_filter(
-                tracing_subscriber::EnvFilter::try_from_default_env()
-                    .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn")),
-            )
+        let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+            .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
+        let output = tracing_subscriber::fmt::layer()
             .with_test_writer()
+            .with_filter(filter);
+        let captured = tracing_subscriber::fmt::layer()
+            .with_ansi(false)
+            .with_writer(|| CapturedLog)
+            .with_filter(tracing_subscriber::filter::LevelFilter::WARN);
+        let _ = tracing_subscriber::registry()
+            .with(output)
+            .with(captured)
             .try_init();
     });
 }
@@ -49,6 +59,34 @@ pub fn init() {
 /// `tests/artifacts/logs/<name>`, for figures and logs a run leaves behind.
 pub fn artifact_log(name: &str) -> std::path::PathBuf {
     procs::log_path(name)
+}
+
+/// Every log line of this test process from WARN up (all tests and apps together:
+/// look for something unique to the test, such as its route prefix).
+static LOG: std::sync::Mutex<Vec<u8>> = std::sync::Mutex::new(Vec::new());
+
+struct CapturedLog;
+
+impl std::io::Write for CapturedLog {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        LOG.lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .extend_from_slice(buf);
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+/// The log lines (WARN and up) so far that contain every one of `needles`.
+pub fn logged(needles: &[&str]) -> Vec<String> {
+    let log = LOG.lock().unwrap_or_else(|p| p.into_inner());
+    String::from_utf8_lossy(&log)
+        .lines()
+        .filter(|line| needles.iter().all(|n| line.contains(n)))
+        .map(String::from)
+        .collect()
 }
 
 /// An awc client for direct (non-browser) calls: no redirect following, 10 s timeout.

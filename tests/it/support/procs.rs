@@ -261,6 +261,9 @@ pub struct ProviderOptions {
     pub clients_json: Option<String>,
     /// `STATE_FILE`: keep grants, clients and keys across `stop()`/`start_again()`.
     pub state_file: Option<PathBuf>,
+    /// `REQUIRE_PAR=1`: every client must push its authorization requests (RFC 9126),
+    /// and discovery says `require_pushed_authorization_requests: true`.
+    pub require_par: bool,
 }
 
 impl Default for ProviderOptions {
@@ -270,6 +273,7 @@ impl Default for ProviderOptions {
             port: None,
             clients_json: None,
             state_file: None,
+            require_par: false,
         }
     }
 }
@@ -353,6 +357,9 @@ impl Provider {
         if let Some(state) = &self.options.state_file {
             cmd.env("STATE_FILE", state);
         }
+        if self.options.require_par {
+            cmd.env("REQUIRE_PAR", "1");
+        }
         let mut child = cmd
             .spawn()
             .expect("spawn `node` (is Node.js installed and on PATH?)");
@@ -406,7 +413,8 @@ impl Provider {
 
     /// Registers a confidential client (dynamic registration) whose redirect URI is
     /// `<redirect_base>/callback` and post-logout redirect URI `<redirect_base>/`.
-    /// `auth_method`: `client_secret_basic` or `client_secret_post`.
+    /// `auth_method`: `client_secret_basic`, `client_secret_post` or `private_key_jwt`
+    /// (then pass the public `jwks` or a `jwks_uri` in `extra`; there is no secret).
     pub async fn register_client(
         &self,
         redirect_base: &str,
@@ -441,7 +449,7 @@ impl Provider {
             client_id: body["client_id"].as_str().expect("client_id").to_owned(),
             client_secret: body["client_secret"]
                 .as_str()
-                .expect("client_secret")
+                .unwrap_or_default()
                 .to_owned(),
             metadata: body,
         }
@@ -452,8 +460,17 @@ impl Provider {
     /// grant type), `refresh_success`, `refresh_error`, `backchannel_success`,
     /// `backchannel_error`, `backchannel_errors` (messages), `requests` (map by path),
     /// `durations_ms` (map by path: total time spent answering, for the benchmark).
+    /// `by_client` (client id -> token requests by grant type).
     pub async fn stats(&self) -> Value {
         self.get_json("/__test/stats").await
+    }
+
+    /// How many token requests of `grant_type` `client_id` made (successful or not),
+    /// as the provider counted them (unaffected by other tests' clients).
+    pub async fn token_requests_of(&self, client_id: &str, grant_type: &str) -> u64 {
+        self.stats().await["by_client"][client_id][grant_type]
+            .as_u64()
+            .unwrap_or(0)
     }
 
     /// Zeroes all counters.
