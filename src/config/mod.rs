@@ -34,7 +34,7 @@ mod values;
 pub use oidc::{is_allowed_provider_url, ClientAuth, OidcSettings};
 pub use proxy::ProxySettings;
 pub use reader::KeyKind;
-pub use routes::{RouteSettings, TokenRequirement};
+pub use routes::{user_route_resources, RouteSettings, TokenRequirement};
 pub use server::{Cidr, ServerSettings};
 pub use session::{KeyMaterial, SameSite, SessionSettings};
 

@@ -53,6 +53,11 @@ pub struct RouteSettings {
     /// `routes[].websocket_idle_timeout` (default 5m): a WebSocket tunnel with no byte
     /// in either direction for this long is closed, both sides.
     pub websocket_idle_timeout: Duration,
+    /// `routes[].resource`: an RFC 8707 resource indicator (an absolute URI without a
+    /// fragment). On a route carrying the user's token it is the route's audience: the
+    /// route gets an access token for this resource only, never the session's default
+    /// one, and no other route gets that token.
+    pub resource: Option<String>,
 }
 
 /// Reads every `[[routes]]` entry (each with its own reader, section `routes[i]`, so its
@@ -130,6 +135,7 @@ pub(super) fn read_route(r: &mut Reader<'_>, section: &str) -> Option<RouteSetti
     let allow_shared_cache = r.bool(section, "allow_shared_cache", false);
     let allow_plain_http = r.bool(section, "allow_plain_http", false);
     let websocket_idle_timeout = r.duration(section, "websocket_idle_timeout", "5m");
+    let resource = read_resource(r, section, token);
     if let Some(u) = &upstream {
         let clear_text = u.scheme() == "http" && !is_loopback_host(u);
         if clear_text && token != TokenRequirement::None && !allow_plain_http {
@@ -152,7 +158,54 @@ pub(super) fn read_route(r: &mut Reader<'_>, section: &str) -> Option<RouteSetti
         allow_shared_cache,
         allow_plain_http,
         websocket_idle_timeout,
+        resource,
     })
+}
+
+/// `resource`: an absolute URI without a fragment (RFC 8707 section 2), on a route that
+/// sends a token.
+fn read_resource(r: &mut Reader<'_>, section: &str, token: TokenRequirement) -> Option<String> {
+    let raw = r.string(section, "resource")?;
+    if let Some(problem) = resource_problem(&raw) {
+        r.err(section, "resource", format!("{raw:?} {problem}"));
+        return None;
+    }
+    if token == TokenRequirement::None {
+        r.err(
+            section,
+            "resource",
+            "is an audience for the route's token, and token = \"none\" sends none",
+        );
+        return None;
+    }
+    Some(raw)
+}
+
+/// Why `raw` cannot be an RFC 8707 resource indicator, if it cannot.
+fn resource_problem(raw: &str) -> Option<&'static str> {
+    match Url::parse(raw) {
+        Err(_) => Some("is not an absolute URI"),
+        Ok(u) if u.fragment().is_some() => Some("must not have a fragment (RFC 8707)"),
+        Ok(_) => None,
+    }
+}
+
+/// The resources of the routes that carry the user's token (per-route audiences), each
+/// once, in route order, leaving out `default` (the session's own token is for it).
+pub fn user_route_resources(routes: &[RouteSettings], default: Option<&str>) -> Vec<String> {
+    let mut out: Vec<String> = Vec::new();
+    for route in routes {
+        let user_route = matches!(
+            route.token,
+            TokenRequirement::Required | TokenRequirement::Optional
+        );
+        if let (true, Some(resource)) = (user_route, &route.resource) {
+            if Some(resource.as_str()) != default && !out.contains(resource) {
+                out.push(resource.clone());
+            }
+        }
+    }
+    out
 }
 
 /// `methods`: upper-cased, without duplicates; every bad name is reported.
@@ -361,6 +414,88 @@ upstream = "http://example.com?q=1"
         );
         assert!(paths::paths_overlap("/api", "/api"));
         assert!(!paths::paths_overlap("/api", "/apix"));
+    }
+
+    #[test]
+    fn a_route_resource_is_an_absolute_uri_on_a_token_route() {
+        let route = |extra: &str| {
+            let text = format!(
+                "{}\n[[routes]]\nprefix = \"/api\"\nupstream = \"https://a\"\n{extra}\n",
+                minimal()
+            );
+            Settings::from_toml_str(&text).map(|s| s.routes[0].resource.clone())
+        };
+        assert_eq!(route(""), Ok(None));
+        for ok in [
+            "https://orders.example",
+            "https://api.example/v1?tenant=7",
+            "urn:example:orders",
+        ] {
+            assert_eq!(
+                route(&format!("resource = \"{ok}\"")),
+                Ok(Some(ok.to_string()))
+            );
+            assert!(route(&format!("resource = \"{ok}\"\ntoken = \"optional\"")).is_ok());
+        }
+        for (bad, why) in [
+            ("resource = \"orders\"", "is not an absolute URI"),
+            ("resource = \"/orders\"", "is not an absolute URI"),
+            ("resource = \"https://orders.example#x\"", "fragment"),
+            (
+                "resource = \"https://orders.example\"\ntoken = \"none\"",
+                "token = \"none\" sends none",
+            ),
+        ] {
+            let errs = route(bad).expect_err(bad).0;
+            assert!(
+                errs.len() == 1
+                    && errs[0].starts_with("routes[0].resource:")
+                    && errs[0].contains(why),
+                "{bad}: {errs:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn the_login_names_each_user_route_resource_once_besides_the_default() {
+        let text = format!(
+            r#"{}
+[[routes]]
+prefix = "/orders"
+upstream = "https://orders"
+resource = "https://orders.example"
+[[routes]]
+prefix = "/orders2"
+upstream = "https://orders"
+resource = "https://orders.example"
+token = "optional"
+[[routes]]
+prefix = "/default"
+upstream = "https://default"
+resource = "https://default.example"
+[[routes]]
+prefix = "/plain"
+upstream = "https://plain"
+[[routes]]
+prefix = "/reports"
+upstream = "https://reports"
+resource = "https://reports.example"
+"#,
+            minimal()
+        );
+        let s = Settings::from_toml_str(&text).unwrap();
+        assert_eq!(
+            user_route_resources(&s.routes, Some("https://default.example")),
+            ["https://orders.example", "https://reports.example"]
+        );
+        assert_eq!(
+            user_route_resources(&s.routes, None),
+            [
+                "https://orders.example",
+                "https://default.example",
+                "https://reports.example"
+            ]
+        );
     }
 
     #[test]

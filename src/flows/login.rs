@@ -8,11 +8,12 @@
 //! unless it may belong to the new session's grant (see [`end_replaced`]).
 
 use super::Deps;
+use crate::config::{user_route_resources, Settings};
 use crate::error::{Error, LoginError};
 use crate::oidc::callback::{complete_login, AuthorizationResponse};
 use crate::oidc::login::{authorization_request, safe_return_to};
 use crate::oidc::logout::revoke_refresh_token;
-use crate::session::{SessionRecord, SessionRef};
+use crate::session::{Resources, SessionRecord, SessionRef};
 use crate::store::Store;
 use crate::time::UnixMs;
 use url::Url;
@@ -32,7 +33,13 @@ pub async fn start<S: Store>(
 ) -> Result<Started, Error> {
     let provider = deps.provider.get()?;
     let oidc = &deps.settings.oidc;
-    let auth = authorization_request(&provider, oidc, safe_return_to(return_to));
+    let resources = login_resources(deps.settings);
+    let auth = authorization_request(
+        &provider,
+        oidc,
+        safe_return_to(return_to),
+        &resources.routes,
+    );
     deps.store
         .save_login(&auth.state, &auth.login, oidc.login_timeout)
         .await?;
@@ -77,13 +84,33 @@ pub async fn finish<S: Store>(
         .await?
         .ok_or(LoginError::InvalidState)?;
     let return_to = login.return_to.clone();
-    let record = complete_login(deps.provider, deps.http, callback.response, login, now).await?;
+    let resources = login_resources(deps.settings);
+    let record = complete_login(
+        deps.provider,
+        deps.http,
+        callback.response,
+        login,
+        resources,
+        now,
+    )
+    .await?;
     if let Some(old) = &callback.replaces {
         end_replaced(deps, old, &record, now).await?;
     }
     let session = deps.store.create_session(&record, now).await?;
     tracing::info!(session = %&session.storage_id()[..8], "login completed");
     Ok(Finished { session, return_to })
+}
+
+/// The RFC 8707 resources a login names: the default one from `oidc.auth_params`,
+/// and every user route's `resource` (per-route audiences). The session remembers
+/// them: a route's token is asked for only if its login named the resource.
+fn login_resources(settings: &Settings) -> Resources {
+    let default = settings.oidc.default_resource();
+    Resources {
+        default: default.map(String::from),
+        routes: user_route_resources(&settings.routes, default),
+    }
 }
 
 /// Ends the session a login replaces, and revokes its refresh token at the provider

@@ -13,14 +13,15 @@ use crate::error::{Error, LoginError};
 use crate::oidc::http::OidcHttp;
 use crate::oidc::provider::{error_chain, Provider, ProviderHandle};
 use crate::secret::Sensitive;
-use crate::session::{LoginState, SessionRecord, Tokens};
+use crate::session::{LoginState, Resources, SessionRecord, Target, Tokens};
 use crate::time::UnixMs;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine;
 use openidconnect::core::{CoreIdToken, CoreTokenResponse, CoreTokenType};
 use openidconnect::{
-    AccessTokenHash, AuthorizationCode, ClaimsVerificationError, Nonce, OAuth2TokenResponse,
-    PkceCodeVerifier, RequestTokenError, SignatureVerificationError, TokenResponse,
+    AccessTokenHash, AuthorizationCode, ClaimsVerificationError, Nonce, NonceVerifier,
+    OAuth2TokenResponse, PkceCodeVerifier, RequestTokenError, SignatureVerificationError,
+    TokenResponse,
 };
 use serde_json::{Map, Value};
 use std::sync::Arc;
@@ -29,9 +30,9 @@ use std::sync::Arc;
 const CLOCK_SKEW_SECS: i64 = 60;
 
 /// Claims that describe the token, not the user: not shown by `/user`.
-const TOKEN_ONLY_CLAIMS: &[&str] = &["nonce", "at_hash", "c_hash", "s_hash"];
+pub(crate) const TOKEN_ONLY_CLAIMS: &[&str] = &["nonce", "at_hash", "c_hash", "s_hash"];
 /// Claims userinfo may not override.
-const PROTOCOL_CLAIMS: &[&str] = &[
+pub(crate) const PROTOCOL_CLAIMS: &[&str] = &[
     "iss",
     "sub",
     "aud",
@@ -80,11 +81,14 @@ impl AuthorizationResponse {
 }
 
 /// Checks the authorization response (after the state was matched) and redeems it.
+/// `resources` are the RFC 8707 resources the authorization request named: the code
+/// exchange asks for the default one when there were several.
 pub async fn complete_login(
     providers: &ProviderHandle,
     http: &OidcHttp,
     response: &AuthorizationResponse,
     login: LoginState,
+    resources: Resources,
     now: UnixMs,
 ) -> Result<SessionRecord, Error> {
     let provider = providers.get()?;
@@ -100,7 +104,10 @@ pub async fn complete_login(
         .into());
     }
     let code = response.code.clone().ok_or(LoginError::MissingCode)?;
-    let tokens = exchange_code(&provider, http, code, login.pkce_verifier).await?;
+    let resource = resources
+        .token_request_resource(Target::Default)
+        .unwrap_or_default();
+    let tokens = exchange_code(&provider, http, code, login.pkce_verifier, resource).await?;
     let id_token = tokens
         .id_token()
         .ok_or_else(|| LoginError::InvalidTokenResponse("no id_token".into()))?;
@@ -135,6 +142,7 @@ pub async fn complete_login(
         sid,
         claims,
         tokens: Tokens::from_response(&tokens, Sensitive::new(id_token.to_string()), now),
+        resources,
     })
 }
 
@@ -159,12 +167,16 @@ async fn exchange_code(
     http: &OidcHttp,
     code: String,
     verifier: String,
+    resource: Option<&str>,
 ) -> Result<CoreTokenResponse, Error> {
-    let request = provider
+    let mut request = provider
         .client
         .exchange_code(AuthorizationCode::new(code))
         .map_err(|e| Error::Internal(format!("provider has no token endpoint: {e}")))?
         .set_pkce_verifier(PkceCodeVerifier::new(verifier));
+    if let Some(resource) = resource {
+        request = request.add_extra_param("resource", resource.to_string());
+    }
     let tokens = request.request_async(http).await.map_err(|e| match e {
         RequestTokenError::ServerResponse(r) => {
             LoginError::CodeRejected(format!("{}", r.error())).into()
@@ -207,11 +219,13 @@ async fn verify_id_token(
     .map_err(|e| LoginError::InvalidIdToken(error_chain(&e)).into())
 }
 
-fn check_id_token(
+/// Every check of an ID token but the nonce's, which `nonce` decides (the login's
+/// must match; a refreshed one follows OpenID Connect Core 12.2).
+pub(crate) fn check_id_token(
     provider: &Provider,
     id_token: &CoreIdToken,
     tokens: &CoreTokenResponse,
-    nonce: &Nonce,
+    nonce: impl NonceVerifier,
     now: UnixMs,
 ) -> Result<Map<String, Value>, ClaimsVerificationError> {
     let now_secs = (now / 1000) as i64;
@@ -257,7 +271,7 @@ fn check_id_token(
 }
 
 /// The JSON payload of a JWT whose signature was already verified.
-fn payload_claims(jwt: &str) -> Option<Map<String, Value>> {
+pub(crate) fn payload_claims(jwt: &str) -> Option<Map<String, Value>> {
     jwt.split('.')
         .nth(1)
         .and_then(|p| URL_SAFE_NO_PAD.decode(p).ok())

@@ -20,10 +20,14 @@ pub struct AuthorizationRequest {
 }
 
 /// Builds the authorization request URL with fresh state, nonce and PKCE verifier.
+/// `resources` are the routes' RFC 8707 resources (per-route audiences), named besides
+/// the default one `auth_params` may give: providers issue tokens only for resources
+/// the authorization request named.
 pub fn authorization_request(
     provider: &Provider,
     settings: &OidcSettings,
     return_to: String,
+    resources: &[String],
 ) -> AuthorizationRequest {
     let (challenge, verifier) = PkceCodeChallenge::new_random_sha256();
     let mut req = provider.client.authorize_url(
@@ -38,6 +42,9 @@ pub fn authorization_request(
     req = req.set_pkce_challenge(challenge);
     for (k, v) in &settings.auth_params {
         req = req.add_extra_param(k.clone(), v.clone());
+    }
+    for resource in resources {
+        req = req.add_extra_param("resource", resource.clone());
     }
     let (url, state, nonce) = req.url();
     AuthorizationRequest {

@@ -1,5 +1,6 @@
 //! OpenID Connect relying-party logic: discovery and keys, the authorization
-//! request, the callback (code exchange and ID-token validation), and logout.
+//! request, the callback (code exchange and ID-token validation), refresh (and the ID
+//! token a refresh brings), and logout.
 //! HTTP handlers live in `routes`; this module knows nothing of actix requests.
 
 pub mod backchannel;
@@ -9,6 +10,7 @@ pub mod login;
 pub mod logout;
 pub mod provider;
 pub mod refresh;
+pub mod refreshed_id_token;
 
 pub use http::OidcHttp;
 pub use provider::{Provider, ProviderHandle};

@@ -7,7 +7,8 @@
 //!    unambiguous path ([`path`]), a declared body within the route's `max_body`;
 //! 2. [`authenticate`]: cookie -> session, as the route's [`TokenRequirement`] says;
 //! 3. [`Refresher::ensure_fresh`](crate::flows::refresh::Refresher::ensure_fresh):
-//!    refresh the access token near its expiry, once;
+//!    refresh the access token near its expiry, once; on a route with `resource`, the
+//!    token for that resource only (per-route audiences, [`token_target`]);
 //! 4. [`prepare_upstream`]: URL, header hygiene ([`headers`]), `Authorization:
 //!    Bearer`, `X-Forwarded-*` (the client as [`crate::edge::client`] believes it);
 //! 5. [`send_upstream`]: stream the request body (never buffered beyond the retry
@@ -36,6 +37,7 @@ use crate::csrf;
 use crate::edge::body::{FaultSlot, GuardedBody};
 use crate::edge::client::client_of;
 use crate::error::Error;
+use crate::session::Target;
 use crate::state::{AppState, SessionLookup};
 use crate::store::LoadedSession;
 use crate::telemetry::{RequestId, REQUEST_ID};
@@ -131,14 +133,18 @@ async fn proxy(
     let session = authenticate(req, state, route).await?;
     let (session, session_ended) = match session {
         None => (None, false),
-        Some(s) => match live(state.refresher().ensure_fresh(s).await, route)? {
-            Some(fresh) => (Some(fresh), false),
-            None => (None, true),
-        },
+        Some(s) => {
+            let target = token_target(&s, route);
+            match live(state.refresher().ensure_fresh(s, target).await, route)? {
+                Some(fresh) => (Some(fresh), false),
+                None => (None, true),
+            }
+        }
     };
-    let token = session
-        .as_ref()
-        .map(|s| s.record.tokens.access_token.expose());
+    let token = session.as_ref().and_then(|s| {
+        let target = token_target(s, route);
+        s.record.tokens.access_token_for(target).map(|t| t.expose())
+    });
     let carried_token = token.is_some();
     if websocket::is_upgrade(req) {
         let url = upstream_url(route, &call.rest, req.query_string());
@@ -160,8 +166,9 @@ async fn proxy(
             match call.renew_rejected(session).await? {
                 Renewal::Renewed(renewed) => {
                     tracing::info!(route = %route.prefix, "upstream rejected the access token; retrying once with a new one");
-                    let token = renewed.record.tokens.access_token.expose();
-                    response = call.send(Some(token), body).await?;
+                    let target = token_target(&renewed, route);
+                    let token = renewed.record.tokens.access_token_for(target);
+                    response = call.send(token.map(|t| t.expose()), body).await?;
                 }
                 Renewal::NothingNewer => {} // the upstream's 401 stands
                 Renewal::SessionEnded => retry_ended = true, // likewise; the cookie goes
@@ -198,13 +205,19 @@ impl Call<'_> {
     /// Phase 5b: the upstream rejected a token we thought valid (revoked early,
     /// or clocks differ): get a new one, shared with concurrent callers.
     async fn renew_rejected(&self, session: LoadedSession) -> Result<Renewal, Rejection> {
-        let rejected = session.record.tokens.access_token.clone();
+        let target = token_target(&session, self.route);
+        let rejected = session.record.tokens.access_token_for(target).cloned();
         Ok(
             match live(
-                self.state.refresher().replace_rejected(session).await,
+                self.state
+                    .refresher()
+                    .replace_rejected(session, target)
+                    .await,
                 self.route,
             )? {
-                Some(renewed) if renewed.record.tokens.access_token != rejected => {
+                Some(renewed)
+                    if renewed.record.tokens.access_token_for(target) != rejected.as_ref() =>
+                {
                     Renewal::Renewed(Box::new(renewed))
                 }
                 Some(_) => Renewal::NothingNewer,
@@ -222,6 +235,16 @@ enum Renewal {
     NothingNewer,
     /// The session ended (only on `optional` routes; `required` ones answer 401).
     SessionEnded,
+}
+
+/// Which of the session's access tokens `route` gets: the one for its `resource`
+/// (RFC 8707), or the session's own one. A token for one resource never goes to a
+/// route with another (or none).
+fn token_target<'r>(session: &LoadedSession, route: &'r RouteSettings) -> Target<'r> {
+    session
+        .record
+        .resources
+        .target_for(route.resource.as_deref())
 }
 
 /// Maps a refresh outcome: `Ok(None)` when the session ended but the route is
@@ -536,6 +559,7 @@ mod tests {
             allow_shared_cache: false,
             allow_plain_http: false,
             websocket_idle_timeout: Duration::from_secs(60),
+            resource: None,
         }
     }
 

@@ -130,6 +130,7 @@ mod tests {
             allow_shared_cache: false,
             allow_plain_http: false,
             websocket_idle_timeout: Duration::from_secs(60),
+            resource: None,
         }
     }
 
