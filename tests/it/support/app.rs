@@ -25,6 +25,8 @@ pub struct AppOptions {
     /// talk plain http to the listener, as a TLS-terminating proxy would).
     pub insecure_cookies: bool,
     pub static_dir: Option<String>,
+    /// More `[oidc]` keys (`scopes`, `auth_params`, ...).
+    pub oidc_toml: String,
     pub extra_toml: String,
     /// More `[server]` keys (the edge limits). The default lifts the login rate limit:
     /// every test browser logs in from 127.0.0.1 (tests of the limit set their own).
@@ -62,6 +64,7 @@ impl AppOptions {
             absolute_timeout: "12h",
             insecure_cookies: true,
             static_dir: None,
+            oidc_toml: String::new(),
             extra_toml: String::new(),
             server_toml: "login_rate_limit = 100000\nlogin_rate_burst = 100000\n".into(),
             register: false,
@@ -182,6 +185,7 @@ client_id = "{client_id}"
 client_secret = "{client_secret}"
 client_auth = "{client_auth}"
 http_timeout = "3s"
+{oidc}
 
 [session]
 redis_url = "{redis_url}"
@@ -202,6 +206,7 @@ redis_timeout = "1s"
         absolute = opts.absolute_timeout,
         insecure = opts.insecure_cookies,
         extra = opts.extra_toml,
+        oidc = opts.oidc_toml,
         server = opts.server_toml,
     )
 }
