@@ -389,3 +389,84 @@ async fn an_upstream_rejecting_a_resource_token_gets_one_retry_with_a_new_token_
         .all(|(_, r)| r.as_deref() == Some(ORDERS)));
     assert_eq!(f.token_resources.len(), 3, "a fetch and one replacement");
 }
+
+#[actix_web::test]
+async fn the_test_provider_issues_a_token_per_resource_named_at_login_and_only_those() {
+    // What spa-bff relies on, pinned without spa-bff: several resources at /auth; the
+    // code exchange must then name one; a refresh with `resource` gets that audience.
+    use crate::support::flow::{authorize_request, token_request};
+    let op = support::shared_provider();
+    let base = format!("http://127.0.0.1:{}", support::free_port());
+    let client = op.register_client(&base, "client_secret_basic").await;
+    let redirect_uri = format!("{base}/callback");
+    let user = unique("quinn");
+    // Logs in naming DEFAULT and ORDERS, then redeems the code naming `resource`.
+    let login = |resource: Option<&'static str>| {
+        let (client, base, redirect_uri, user) = (&client, &base, &redirect_uri, &user);
+        async move {
+            let named = [("resource", DEFAULT), ("resource", ORDERS)];
+            let req = authorize_request(op, client, base, "openid api:read", &named).await;
+            let callback = Browser::new().provider_login(&req.url, user).await;
+            let code = support::query_param(&callback, "code").unwrap();
+            let mut form = vec![
+                ("grant_type", "authorization_code"),
+                ("code", code.as_str()),
+                ("redirect_uri", redirect_uri.as_str()),
+                ("code_verifier", req.verifier.as_str()),
+            ];
+            form.extend(resource.map(|r| ("resource", r)));
+            token_request(op, client, &form).await
+        }
+    };
+    let (status, body) = login(None).await;
+    assert_eq!(
+        (status, body["error"].as_str()),
+        (400, Some("invalid_target")),
+        "several resources and none named: {body}"
+    );
+    let (status, tokens) = login(Some(DEFAULT)).await;
+    assert_eq!(status, 200, "{tokens}");
+    assert_eq!(
+        jwt_claims(tokens["access_token"].as_str().unwrap())["aud"],
+        DEFAULT
+    );
+
+    let rt = tokens["refresh_token"].as_str().unwrap();
+    let refresh = [
+        ("grant_type", "refresh_token"),
+        ("refresh_token", rt),
+        ("resource", ORDERS),
+    ];
+    let (status, orders) = token_request(op, &client, &refresh).await;
+    assert_eq!(status, 200, "{orders}");
+    assert_eq!(
+        jwt_claims(orders["access_token"].as_str().unwrap())["aud"],
+        ORDERS
+    );
+    assert!(
+        orders["id_token"].is_string(),
+        "an ID token with every refresh"
+    );
+    let rt = orders["refresh_token"].as_str().unwrap();
+    let refresh = [
+        ("grant_type", "refresh_token"),
+        ("refresh_token", rt),
+        ("resource", REPORTS),
+    ];
+    let (status, refused) = token_request(op, &client, &refresh).await;
+    assert_eq!(
+        (status, refused["error"].as_str()),
+        (400, Some("invalid_target")),
+        "a resource the login did not name: {refused}"
+    );
+    // node-oidc-provider rotates before it checks `resource`: the refused refresh
+    // spent the refresh token, and using it again revokes the grant. Hence spa-bff
+    // never asks for a resource its login did not name.
+    let again = [("grant_type", "refresh_token"), ("refresh_token", rt)];
+    let (status, reused) = token_request(op, &client, &again).await;
+    assert_eq!(
+        (status, reused["error"].as_str()),
+        (400, Some("invalid_grant")),
+        "{reused}"
+    );
+}
