@@ -144,7 +144,8 @@ impl<S: Store + Clone + 'static> Refresher<'_, S> {
     /// The session with an access token for `target` other than its current one,
     /// which the upstream rejected. Concurrent callers rejected with the same token
     /// share one refresh like [`Refresher::ensure_fresh`]'s callers do. When the
-    /// session cannot be refreshed (no refresh token), it comes back unchanged.
+    /// session's own token cannot be refreshed (no refresh token), the session comes
+    /// back unchanged.
     pub async fn replace_rejected(
         &self,
         session: LoadedSession,
