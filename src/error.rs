@@ -64,6 +64,12 @@ pub enum Error {
     /// detail is logged only (OpenID Connect Back-Channel Logout 1.0, 2.8).
     #[error("invalid logout token")]
     InvalidLogoutToken(String),
+    /// The session cannot get an access token for a route's RFC 8707 resource: its
+    /// login did not name the resource (it predates the route's `resource`), or the
+    /// provider refused it (`invalid_target`). The session itself is fine; the detail
+    /// is logged only.
+    #[error("this session has no access to this API's audience; signing in again may help")]
+    ResourceRefused(String),
     /// A bug or an impossible state; the detail is logged only.
     #[error("internal error")]
     Internal(String),
@@ -142,6 +148,7 @@ impl Error {
             Error::UpstreamUnavailable(_) => "bad_gateway",
             Error::UpstreamTimeout(_) => "gateway_timeout",
             Error::InvalidLogoutToken(_) => "invalid_request",
+            Error::ResourceRefused(_) => "invalid_target",
             Error::Internal(_) => "internal_error",
         }
     }
@@ -163,6 +170,7 @@ impl Error {
             Error::TooManyRequests { .. } => "Too many requests",
             Error::UpstreamUnavailable(_) | Error::UpstreamTimeout(_) => "Service unavailable",
             Error::InvalidLogoutToken(_) => "Bad request",
+            Error::ResourceRefused(_) => "Forbidden",
             Error::Internal(_) => "Something went wrong",
         }
     }
@@ -215,6 +223,9 @@ impl Error {
             Error::InvalidLogoutToken(detail) => {
                 tracing::warn!(error.code = self.code(), detail = %detail, "back-channel logout refused")
             }
+            Error::ResourceRefused(detail) => {
+                tracing::warn!(error.code = self.code(), detail = %detail, "no token for a route's resource")
+            }
             _ => tracing::debug!(error.code = self.code(), "{self}"),
         }
     }
@@ -224,7 +235,7 @@ impl ResponseError for Error {
     fn status_code(&self) -> StatusCode {
         match self {
             Error::Unauthenticated => StatusCode::UNAUTHORIZED,
-            Error::Forbidden(_) => StatusCode::FORBIDDEN,
+            Error::Forbidden(_) | Error::ResourceRefused(_) => StatusCode::FORBIDDEN,
             Error::InvalidLogoutToken(_) => StatusCode::BAD_REQUEST,
             Error::Login(LoginError::Provider { .. }) => StatusCode::FORBIDDEN,
             // spa-bff's configuration, not the request: no retry by the user helps.

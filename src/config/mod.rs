@@ -38,7 +38,7 @@ pub use oidc::{is_allowed_provider_url, AssertionAudience, ClientAuth, OidcSetti
 pub use proxy::ProxySettings;
 pub use reader::KeyKind;
 pub use redis::{RedisCa, RedisSettings, RedisTopology};
-pub use routes::{RouteSettings, TokenRequirement};
+pub use routes::{user_route_resources, RouteSettings, TokenRequirement};
 pub use server::{Cidr, ServerSettings};
 pub use session::{KeyMaterial, SameSite, SessionSettings};
 

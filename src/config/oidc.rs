@@ -71,6 +71,19 @@ pub struct OidcSettings {
     /// `oidc.login_timeout` (`SPA_BFF__OIDC__LOGIN_TIMEOUT`): how long a started login
     /// may take (default 10m).
     pub login_timeout: Duration,
+    /// `oidc.metadata_refresh` (`SPA_BFF__OIDC__METADATA_REFRESH`): how often the
+    /// provider's discovery document and keys are read again (default 10m, each
+    /// interval jittered by up to 10%); they are also read again when a token names a
+    /// key spa-bff does not know.
+    pub metadata_refresh: Duration,
+}
+
+impl OidcSettings {
+    /// The RFC 8707 resource the authorization request names through `auth_params`: the
+    /// audience of the session's own access token, if the configuration gives one.
+    pub fn default_resource(&self) -> Option<&str> {
+        self.auth_params.get("resource").map(String::as_str)
+    }
 }
 
 /// Authorize parameters spa-bff sets itself; `auth_params` may not override them.
@@ -161,6 +174,7 @@ pub(super) fn read(r: &mut Reader<'_>) -> Option<OidcSettings> {
     }
     let http_timeout = r.duration("oidc", "http_timeout", "10s");
     let login_timeout = r.duration("oidc", "login_timeout", "10m");
+    let metadata_refresh = r.duration("oidc", "metadata_refresh", "10m");
     let (client_secret, client_key) = credentials?;
     Some(OidcSettings {
         issuer: issuer?,
@@ -175,6 +189,7 @@ pub(super) fn read(r: &mut Reader<'_>) -> Option<OidcSettings> {
         auth_params,
         http_timeout,
         login_timeout,
+        metadata_refresh,
     })
 }
 

@@ -35,9 +35,6 @@ pub struct RouteSettings {
     pub token: TokenRequirement,
     /// `routes[].scopes`: the scopes of a `client` route's token (none by default).
     pub scopes: Vec<String>,
-    /// `routes[].resource`: the RFC 8707 resource indicator (an absolute URI, kept as
-    /// written) a `client` route's token is asked for.
-    pub resource: Option<String>,
     /// `routes[].audience`: the `audience` parameter some providers (Auth0) want
     /// instead of `resource` on a `client` route's token request.
     pub audience: Option<String>,
@@ -64,6 +61,12 @@ pub struct RouteSettings {
     /// `routes[].websocket_idle_timeout` (default 5m): a WebSocket tunnel with no byte
     /// in either direction for this long is closed, both sides.
     pub websocket_idle_timeout: Duration,
+    /// `routes[].resource`: an RFC 8707 resource indicator (an absolute URI without a
+    /// fragment, kept as written). On a route carrying the user's token it is the
+    /// route's audience: the route gets an access token for this resource only, never
+    /// the session's default one, and no other route gets that token. On a `client`
+    /// route it is the resource the client-credentials token is asked for.
+    pub resource: Option<String>,
 }
 
 /// Reads every `[[routes]]` entry (each with its own reader, section `routes[i]`, so its
@@ -134,7 +137,7 @@ pub(super) fn read_route(r: &mut Reader<'_>, section: &str) -> Option<RouteSetti
             TokenRequirement::Required
         }
     };
-    let (scopes, resource, audience) = read_client_token_keys(r, section, token);
+    let (scopes, audience) = read_client_token_keys(r, section, token);
     let strip_prefix = r.bool(section, "strip_prefix", true);
     let timeout = r.duration(section, "timeout", "30s");
     let methods = read_methods(r, section);
@@ -143,6 +146,7 @@ pub(super) fn read_route(r: &mut Reader<'_>, section: &str) -> Option<RouteSetti
     let allow_shared_cache = r.bool(section, "allow_shared_cache", false);
     let allow_plain_http = r.bool(section, "allow_plain_http", false);
     let websocket_idle_timeout = r.duration(section, "websocket_idle_timeout", "5m");
+    let resource = read_resource(r, section, token);
     if let Some(u) = &upstream {
         let clear_text = u.scheme() == "http" && !is_loopback_host(u);
         if clear_text && token != TokenRequirement::None && !allow_plain_http {
@@ -158,7 +162,6 @@ pub(super) fn read_route(r: &mut Reader<'_>, section: &str) -> Option<RouteSetti
         upstream: upstream?,
         token,
         scopes,
-        resource,
         audience,
         strip_prefix,
         timeout,
@@ -168,34 +171,22 @@ pub(super) fn read_route(r: &mut Reader<'_>, section: &str) -> Option<RouteSetti
         allow_shared_cache,
         allow_plain_http,
         websocket_idle_timeout,
+        resource,
     })
 }
 
-/// `scopes`, `resource` and `audience`: what a `client` route's token is asked for.
-/// They mean nothing on other routes and are refused there.
+/// `scopes` and `audience`: what a `client` route's token is asked for (with its
+/// `resource`). They mean nothing on other routes and are refused there.
 fn read_client_token_keys(
     r: &mut Reader<'_>,
     section: &str,
     token: TokenRequirement,
-) -> (Vec<String>, Option<String>, Option<String>) {
+) -> (Vec<String>, Option<String>) {
     let scopes = r.list(section, "scopes");
-    let resource = r.string(section, "resource").filter(|raw| {
-        // RFC 8707 section 2: an absolute URI without a fragment.
-        let ok = Url::parse(raw).is_ok_and(|u| u.fragment().is_none()) && !raw.contains('#');
-        if !ok {
-            r.err(
-                section,
-                "resource",
-                format!("{raw:?} must be an absolute URI without a fragment (RFC 8707)"),
-            );
-        }
-        ok
-    });
     let audience = r.string(section, "audience");
     if token != TokenRequirement::Client {
         for (key, present) in [
             ("scopes", scopes.is_some()),
-            ("resource", resource.is_some()),
             ("audience", audience.is_some()),
         ] {
             if present {
@@ -203,7 +194,53 @@ fn read_client_token_keys(
             }
         }
     }
-    (scopes.unwrap_or_default(), resource, audience)
+    (scopes.unwrap_or_default(), audience)
+}
+
+/// `resource`: an absolute URI without a fragment (RFC 8707 section 2), on a route that
+/// sends a token.
+fn read_resource(r: &mut Reader<'_>, section: &str, token: TokenRequirement) -> Option<String> {
+    let raw = r.string(section, "resource")?;
+    if let Some(problem) = resource_problem(&raw) {
+        r.err(section, "resource", format!("{raw:?} {problem}"));
+        return None;
+    }
+    if token == TokenRequirement::None {
+        r.err(
+            section,
+            "resource",
+            "is an audience for the route's token, and token = \"none\" sends none",
+        );
+        return None;
+    }
+    Some(raw)
+}
+
+/// Why `raw` cannot be an RFC 8707 resource indicator, if it cannot.
+fn resource_problem(raw: &str) -> Option<&'static str> {
+    match Url::parse(raw) {
+        Err(_) => Some("is not an absolute URI"),
+        Ok(u) if u.fragment().is_some() => Some("must not have a fragment (RFC 8707)"),
+        Ok(_) => None,
+    }
+}
+
+/// The resources of the routes that carry the user's token (per-route audiences), each
+/// once, in route order, leaving out `default` (the session's own token is for it).
+pub fn user_route_resources(routes: &[RouteSettings], default: Option<&str>) -> Vec<String> {
+    let mut out: Vec<String> = Vec::new();
+    for route in routes {
+        let user_route = matches!(
+            route.token,
+            TokenRequirement::Required | TokenRequirement::Optional
+        );
+        if let (true, Some(resource)) = (user_route, &route.resource) {
+            if Some(resource.as_str()) != default && !out.contains(resource) {
+                out.push(resource.clone());
+            }
+        }
+    }
+    out
 }
 
 /// `methods`: upper-cased, without duplicates; every bad name is reported.
@@ -412,6 +449,88 @@ upstream = "http://example.com?q=1"
         );
         assert!(paths::paths_overlap("/api", "/api"));
         assert!(!paths::paths_overlap("/api", "/apix"));
+    }
+
+    #[test]
+    fn a_route_resource_is_an_absolute_uri_on_a_token_route() {
+        let route = |extra: &str| {
+            let text = format!(
+                "{}\n[[routes]]\nprefix = \"/api\"\nupstream = \"https://a\"\n{extra}\n",
+                minimal()
+            );
+            Settings::from_toml_str(&text).map(|s| s.routes[0].resource.clone())
+        };
+        assert_eq!(route(""), Ok(None));
+        for ok in [
+            "https://orders.example",
+            "https://api.example/v1?tenant=7",
+            "urn:example:orders",
+        ] {
+            assert_eq!(
+                route(&format!("resource = \"{ok}\"")),
+                Ok(Some(ok.to_string()))
+            );
+            assert!(route(&format!("resource = \"{ok}\"\ntoken = \"optional\"")).is_ok());
+        }
+        for (bad, why) in [
+            ("resource = \"orders\"", "is not an absolute URI"),
+            ("resource = \"/orders\"", "is not an absolute URI"),
+            ("resource = \"https://orders.example#x\"", "fragment"),
+            (
+                "resource = \"https://orders.example\"\ntoken = \"none\"",
+                "token = \"none\" sends none",
+            ),
+        ] {
+            let errs = route(bad).expect_err(bad).0;
+            assert!(
+                errs.len() == 1
+                    && errs[0].starts_with("routes[0].resource:")
+                    && errs[0].contains(why),
+                "{bad}: {errs:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn the_login_names_each_user_route_resource_once_besides_the_default() {
+        let text = format!(
+            r#"{}
+[[routes]]
+prefix = "/orders"
+upstream = "https://orders"
+resource = "https://orders.example"
+[[routes]]
+prefix = "/orders2"
+upstream = "https://orders"
+resource = "https://orders.example"
+token = "optional"
+[[routes]]
+prefix = "/default"
+upstream = "https://default"
+resource = "https://default.example"
+[[routes]]
+prefix = "/plain"
+upstream = "https://plain"
+[[routes]]
+prefix = "/reports"
+upstream = "https://reports"
+resource = "https://reports.example"
+"#,
+            minimal()
+        );
+        let s = Settings::from_toml_str(&text).unwrap();
+        assert_eq!(
+            user_route_resources(&s.routes, Some("https://default.example")),
+            ["https://orders.example", "https://reports.example"]
+        );
+        assert_eq!(
+            user_route_resources(&s.routes, None),
+            [
+                "https://orders.example",
+                "https://default.example",
+                "https://reports.example"
+            ]
+        );
     }
 
     #[test]

@@ -11,6 +11,7 @@
 //! unless it may belong to the new session's grant (see [`end_replaced`]).
 
 use super::Deps;
+use crate::config::{user_route_resources, Settings};
 use crate::error::{Error, LoginError};
 use crate::oidc::callback::{complete_login, AuthorizationResponse, Completion};
 use crate::oidc::login::{
@@ -19,7 +20,7 @@ use crate::oidc::login::{
 use crate::oidc::logout::revoke_refresh_token;
 use crate::oidc::par;
 use crate::oidc::provider::AuthorizationRoute;
-use crate::session::{SessionRecord, SessionRef};
+use crate::session::{Resources, SessionRecord, SessionRef};
 use crate::store::Store;
 use crate::time::UnixMs;
 use url::Url;
@@ -41,7 +42,15 @@ pub async fn start<S: Store>(
 ) -> Result<Started, Error> {
     let provider = deps.provider.get()?;
     let oidc = &deps.settings.oidc;
-    let auth = authorization_request(&provider, oidc, safe_return_to(return_to), options, now);
+    let resources = login_resources(deps.settings);
+    let auth = authorization_request(
+        &provider,
+        oidc,
+        safe_return_to(return_to),
+        options,
+        &resources.routes,
+        now,
+    );
     let redirect = match &provider.authorization {
         AuthorizationRoute::Redirect => auth.url,
         AuthorizationRoute::Pushed(endpoint) => {
@@ -108,6 +117,7 @@ pub async fn finish<S: Store>(
         oidc,
         callback.response,
         login,
+        login_resources(deps.settings),
         now,
     )
     .await?;
@@ -129,6 +139,17 @@ pub async fn finish<S: Store>(
     let session = deps.store.create_session(&record, now).await?;
     tracing::info!(session = %&session.storage_id()[..8], "login completed");
     Ok(Finished::SignedIn { session, return_to })
+}
+
+/// The RFC 8707 resources a login names: the default one from `oidc.auth_params`,
+/// and every user route's `resource` (per-route audiences). The session remembers
+/// them: a route's token is asked for only if its login named the resource.
+fn login_resources(settings: &Settings) -> Resources {
+    let default = settings.oidc.default_resource();
+    Resources {
+        default: default.map(String::from),
+        routes: user_route_resources(&settings.routes, default),
+    }
 }
 
 /// Ends the session a login replaces, and revokes its refresh token at the provider

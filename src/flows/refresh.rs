@@ -4,6 +4,16 @@
 //! forwarding, and [`Refresher::replace_rejected`] when an upstream refused the
 //! token.
 //!
+//! Each call is for one [`Target`]: the session's own access token, or the one for a
+//! route's RFC 8707 resource (per-route audiences). A token for a resource is got from
+//! the session's refresh token like any refresh (with `resource=<uri>`), kept in the
+//! encrypted session record, and refreshed within the skew of its expiry. Every
+//! refresh of a session, whatever its target, spends the one refresh token, so all of
+//! them go through the same single flight, lock and save below: one use of the
+//! refresh token at a time, across instances too. A resource the login did not name,
+//! or that the provider refuses (`invalid_target`), is `Err(ResourceRefused)` for that
+//! route only; the session is kept.
+//!
 //! Providers rotate refresh tokens and revoke the whole grant when a used one comes
 //! back, so two racing refreshes end the user's session. Three layers prevent that:
 //!
@@ -34,7 +44,19 @@
 //!
 //! A refused refresh (any 4xx, see [`oidc::refresh`](crate::oidc::refresh)) ends the
 //! session only if nobody saved newer tokens since it was read
-//! ([`Store::end_session_if_unchanged`]). A provider failure (unreachable, timed
+//! ([`Store::end_session_if_unchanged`]).
+//!
+//! An ID token in the answer ([`RefreshedIdToken`]) is the session's from then on when
+//! it is valid and about the same user: logout's `id_token_hint`, and `/user`'s claims.
+//! Valid but naming another `sub` (OpenID Connect Core 12.2): the provider says these
+//! tokens are someone else's, so they are never used; the session ends and the new
+//! refresh token is revoked. Invalid (signature, `iss`, `aud`, `exp`, `iat`...) or
+//! signed with a key not known yet: nothing in it can be believed, and nothing in it is
+//! needed: the new access and refresh tokens came over the provider's authenticated
+//! token endpoint in answer to our own refresh token, exactly as without an ID token.
+//! They are kept, the bad ID token is dropped (the session keeps the one it had) and
+//! a WARN says why; on an unknown key the provider's metadata is read again in the
+//! background for the next refresh. A provider failure (unreachable, timed
 //! out, 5xx) is remembered for [`FAILURE_MEMORY`]: the session's queued requests
 //! answer 503 at once instead of each calling the provider again.
 //!
@@ -46,11 +68,13 @@ use crate::config::{OidcSettings, Settings};
 use crate::error::Error;
 use crate::oidc::logout::revoke_refresh_token;
 use crate::oidc::refresh::{refresh_tokens, RefreshError};
+use crate::oidc::refreshed_id_token::RefreshedIdToken;
 use crate::oidc::{OidcHttp, ProviderHandle};
 use crate::secret::Sensitive;
-use crate::session::{SessionRef, Tokens};
+use crate::session::{SessionRef, Target, Tokens};
 use crate::store::{EndOutcome, LoadedSession, RefreshLock, Store, UpdateOutcome};
 use crate::time::{now_ms, UnixMs};
+use serde_json::{Map, Value};
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, Weak};
 use std::time::{Duration, Instant};
@@ -103,26 +127,51 @@ pub struct Refresher<'a, S> {
 }
 
 impl<S: Store + Clone + 'static> Refresher<'_, S> {
-    /// The session with an access token valid for at least the skew, refreshing
-    /// it if needed.
-    pub async fn ensure_fresh(&self, session: LoadedSession) -> Result<LoadedSession, Error> {
-        self.renew(session, Stale::Expiring).await
-    }
-
-    /// The session with an access token other than its current one, which the
-    /// upstream rejected. Concurrent callers rejected with the same token share one
-    /// refresh like [`Refresher::ensure_fresh`]'s callers do. When the session
-    /// cannot be refreshed (no refresh token), it comes back unchanged.
-    pub async fn replace_rejected(&self, session: LoadedSession) -> Result<LoadedSession, Error> {
-        let rejected = session.record.tokens.access_token.clone();
-        self.renew(session, Stale::Rejected(&rejected)).await
-    }
-
-    async fn renew(
+    /// The session with an access token for `target` valid for at least the skew,
+    /// refreshing (or, for a resource, first getting) it if needed.
+    pub async fn ensure_fresh(
         &self,
         session: LoadedSession,
-        stale: Stale<'_>,
+        target: Target<'_>,
     ) -> Result<LoadedSession, Error> {
+        let need = Need {
+            target,
+            stale: Stale::Expiring,
+        };
+        self.renew(session, need).await
+    }
+
+    /// The session with an access token for `target` other than its current one,
+    /// which the upstream rejected. Concurrent callers rejected with the same token
+    /// share one refresh like [`Refresher::ensure_fresh`]'s callers do. When the
+    /// session's own token cannot be refreshed (no refresh token), the session comes
+    /// back unchanged.
+    pub async fn replace_rejected(
+        &self,
+        session: LoadedSession,
+        target: Target<'_>,
+    ) -> Result<LoadedSession, Error> {
+        let rejected = session.record.tokens.access_token_for(target).cloned();
+        let need = Need {
+            target,
+            stale: match &rejected {
+                Some(token) => Stale::Rejected(token),
+                None => Stale::Expiring,
+            },
+        };
+        self.renew(session, need).await
+    }
+
+    async fn renew(&self, session: LoadedSession, need: Need<'_>) -> Result<LoadedSession, Error> {
+        // A resource the login did not name is not covered by the grant: asking would
+        // only be refused (and a rotating provider may spend the refresh token on it).
+        session
+            .record
+            .resources
+            .token_request_resource(need.target)
+            .map_err(|_| {
+                Error::ResourceRefused("the session's login did not name this resource".into())
+            })?;
         let skew = self.policy.skew;
         let id = session.reference.storage_id().to_string();
         // Tokens this instance got but could not save are newer than the store's.
@@ -130,7 +179,7 @@ impl<S: Store + Clone + 'static> Refresher<'_, S> {
             Some(_) => self.settle(session).await?,
             None => session,
         };
-        if !stale.applies(&session.record.tokens, now_ms(), skew) {
+        if !need.applies(&session.record.tokens, now_ms(), skew) {
             return Ok(session);
         }
         let mutex = self.flights.mutex(&id);
@@ -142,7 +191,7 @@ impl<S: Store + Clone + 'static> Refresher<'_, S> {
                 )
             })?;
         let session = self.current(&session.reference).await?;
-        if !stale.applies(&session.record.tokens, now_ms(), skew) {
+        if !need.applies(&session.record.tokens, now_ms(), skew) {
             return Ok(session); // refreshed by a request we waited for
         }
         if let Some(detail) = self.flights.recent_failure(&id) {
@@ -150,14 +199,14 @@ impl<S: Store + Clone + 'static> Refresher<'_, S> {
                 "a refresh of this session failed moments ago: {detail}"
             )));
         }
-        self.across_instances(session, &stale).await
+        self.across_instances(session, &need).await
     }
 
     /// Takes the store's lock and refreshes, or waits for the instance holding it.
     async fn across_instances(
         &self,
         session: LoadedSession,
-        stale: &Stale<'_>,
+        need: &Need<'_>,
     ) -> Result<LoadedSession, Error> {
         let reference = session.reference.clone();
         let give_up = Instant::now() + self.policy.wait_limit;
@@ -167,11 +216,11 @@ impl<S: Store + Clone + 'static> Refresher<'_, S> {
                 .try_lock_refresh(&reference, self.policy.lock_ttl)
                 .await?
             {
-                return self.refresh_holding_lock(&reference, stale, lock).await;
+                return self.refresh_holding_lock(&reference, need, lock).await;
             }
             actix_web::rt::time::sleep(POLL_INTERVAL).await;
             let current = self.current(&reference).await?;
-            if !stale.applies(&current.record.tokens, now_ms(), self.policy.skew) {
+            if !need.applies(&current.record.tokens, now_ms(), self.policy.skew) {
                 return Ok(current); // another instance refreshed
             }
             if Instant::now() >= give_up {
@@ -187,10 +236,10 @@ impl<S: Store + Clone + 'static> Refresher<'_, S> {
     async fn refresh_holding_lock(
         &self,
         reference: &SessionRef,
-        stale: &Stale<'_>,
+        need: &Need<'_>,
         lock: RefreshLock,
     ) -> Result<LoadedSession, Error> {
-        let outcome = self.refresh_once(reference, stale).await;
+        let outcome = self.refresh_once(reference, need).await;
         match outcome {
             Refreshed::Done(result) => {
                 self.store.unlock_refresh(lock).await;
@@ -203,7 +252,7 @@ impl<S: Store + Clone + 'static> Refresher<'_, S> {
         }
     }
 
-    async fn refresh_once(&self, reference: &SessionRef, stale: &Stale<'_>) -> Refreshed {
+    async fn refresh_once(&self, reference: &SessionRef, need: &Need<'_>) -> Refreshed {
         let done = Refreshed::Done;
         let session = match self.current(reference).await {
             Ok(s) => s,
@@ -211,11 +260,21 @@ impl<S: Store + Clone + 'static> Refresher<'_, S> {
         };
         let now = now_ms();
         let tokens = &session.record.tokens;
-        if !stale.applies(tokens, now, self.policy.skew) {
+        if !need.applies(tokens, now, self.policy.skew) {
             return done(Ok(session));
         }
-        if tokens.refresh_token.is_none() && !expired(tokens, now) {
-            return done(Ok(session)); // cannot refresh early; use it while it lasts
+        if tokens.refresh_token.is_none() {
+            match need.target {
+                Target::Default if !expired(tokens, now) => {
+                    return done(Ok(session)); // cannot refresh early; use it while it lasts
+                }
+                Target::Default => {}
+                Target::Resource(_) => {
+                    return done(Err(Error::ResourceRefused(
+                        "the session has no refresh token to get one with".into(),
+                    )))
+                }
+            }
         }
         let provider = match self.provider.get() {
             Ok(p) => p,
@@ -224,9 +283,25 @@ impl<S: Store + Clone + 'static> Refresher<'_, S> {
         let id = reference.storage_id();
         let short = &id[..8];
         let started = Instant::now();
-        let new_tokens = match refresh_tokens(&provider, self.http, self.oidc, tokens, now).await {
-            Ok(t) => t,
-            Err(e @ (RefreshError::Refused { .. } | RefreshError::NoRefreshToken)) => {
+        let answer = refresh_tokens(
+            &provider,
+            self.http,
+            self.oidc,
+            &session.record,
+            need.target,
+            now,
+        )
+        .await;
+        let refreshed = match answer {
+            Ok(r) => r,
+            Err(RefreshError::TargetRefused { detail }) if need.target != Target::Default => {
+                return done(Err(Error::ResourceRefused(detail)));
+            }
+            Err(
+                e @ (RefreshError::Refused { .. }
+                | RefreshError::TargetRefused { .. }
+                | RefreshError::NoRefreshToken),
+            ) => {
                 tracing::warn!(session = %short, "refresh refused: {e}");
                 return done(self.end_unless_changed(&session).await);
             }
@@ -236,15 +311,39 @@ impl<S: Store + Clone + 'static> Refresher<'_, S> {
             }
         };
         self.flights.forget_failure(id);
-        let kept = Kept {
+        let mut kept = Kept {
             from: tokens.clone(),
-            tokens: new_tokens,
+            tokens: refreshed.tokens,
+            claims: None,
         };
+        match refreshed.id_token {
+            RefreshedIdToken::Absent => {}
+            RefreshedIdToken::Valid { id_token, claims } => {
+                kept.tokens.id_token = id_token;
+                kept.claims = Some(claims);
+            }
+            RefreshedIdToken::OtherSubject => {
+                tracing::warn!(session = %short, "the refreshed ID token names another user; ending the session and revoking its new refresh token");
+                self.revoke_in_background(&kept.tokens);
+                return done(match self.store.end_session(&session).await {
+                    Ok(()) => Err(Error::Unauthenticated),
+                    Err(e) => Err(e),
+                });
+            }
+            RefreshedIdToken::UnknownKey => {
+                tracing::warn!(session = %short, "the refreshed ID token names an unknown signing key; keeping the new access and refresh tokens and the session's ID token, reading the provider's keys again");
+                self.reread_keys_in_background(&provider);
+            }
+            RefreshedIdToken::Invalid(reason) => {
+                tracing::warn!(session = %short, "the refreshed ID token is invalid ({reason}); keeping the new access and refresh tokens and the session's ID token");
+            }
+        }
         match save_kept(self.store, &session, &kept).await {
             SaveOutcome::Saved(fresh) => {
                 tracing::info!(
                     session = %short,
                     elapsed_ms = started.elapsed().as_millis() as u64,
+                    resource = ?need.target,
                     "access token refreshed"
                 );
                 done(Ok(fresh))
@@ -262,7 +361,7 @@ impl<S: Store + Clone + 'static> Refresher<'_, S> {
                 tracing::warn!(session = %short, "refreshed tokens not saved yet ({e}); keeping them and retrying");
                 self.flights.keep(id, kept.clone());
                 let mut session = session;
-                session.record.tokens = kept.tokens;
+                kept.apply(&mut session.record);
                 Refreshed::Kept(session)
             }
         }
@@ -305,10 +404,23 @@ impl<S: Store + Clone + 'static> Refresher<'_, S> {
                 Err(Error::Unauthenticated)
             }
             SaveOutcome::NotYet(_) => {
-                session.record.tokens = kept.tokens;
+                kept.apply(&mut session.record);
                 Ok(session)
             }
         }
+    }
+
+    /// After a refreshed ID token named a key we do not know: reads the provider's
+    /// metadata and keys again (rate-limited), so that the next one can be checked.
+    fn reread_keys_in_background(&self, seen: &Arc<crate::oidc::Provider>) {
+        let providers = Arc::clone(self.provider);
+        let http = self.http.clone();
+        let seen = Arc::clone(seen);
+        actix_web::rt::spawn(async move {
+            if let Err(e) = providers.refresh_jwks(&http, &seen).await {
+                tracing::warn!("reading the provider's keys again failed: {e}");
+            }
+        });
     }
 
     fn revoke_in_background(&self, tokens: &Tokens) {
@@ -399,8 +511,20 @@ enum Refreshed {
 pub struct Kept {
     /// What the session held when it was refreshed (its refresh token is spent).
     pub from: Tokens,
-    /// What the provider answered.
+    /// The session's tokens with the provider's answer applied.
     pub tokens: Tokens,
+    /// `/user`'s claims from a valid refreshed ID token, if the answer had one.
+    pub claims: Option<Map<String, Value>>,
+}
+
+impl Kept {
+    /// Puts the new tokens (and claims) into `record`.
+    fn apply(&self, record: &mut crate::session::SessionRecord) {
+        record.tokens = self.tokens.clone();
+        if let Some(claims) = &self.claims {
+            record.claims = claims.clone();
+        }
+    }
 }
 
 /// What [`save_kept`] did.
@@ -429,12 +553,9 @@ pub enum Decision {
 /// Decides by content, never by version alone: a version bump that left the tokens
 /// we refreshed from in place must not drop the only copy of the new ones.
 pub fn decide(stored: &Tokens, kept: &Kept) -> Decision {
-    let same = |a: &Tokens, b: &Tokens| {
-        a.access_token == b.access_token && a.refresh_token == b.refresh_token
-    };
-    if same(stored, &kept.tokens) {
+    if stored.same_grant_state(&kept.tokens) {
         Decision::AlreadySaved
-    } else if same(stored, &kept.from) {
+    } else if stored.same_grant_state(&kept.from) {
         Decision::Ours
     } else {
         Decision::Newer
@@ -452,7 +573,7 @@ async fn save_kept<S: Store>(store: &S, session: &LoadedSession, kept: &Kept) ->
             Decision::Newer => return SaveOutcome::Superseded(current),
         }
         let mut record = current.record.clone();
-        record.tokens = kept.tokens.clone();
+        kept.apply(&mut record);
         match store.update_session(&current, &record).await {
             Ok(UpdateOutcome::Updated) => {
                 return SaveOutcome::Saved(LoadedSession {
@@ -519,7 +640,7 @@ impl RefreshFlights {
         let mut all = locked(&self.kept);
         if all
             .get(id)
-            .is_some_and(|k| k.tokens.access_token == kept.tokens.access_token)
+            .is_some_and(|k| k.tokens.same_grant_state(&kept.tokens))
         {
             all.remove(id);
         }
@@ -546,15 +667,29 @@ impl RefreshFlights {
     }
 }
 
-/// Whether the access token expires within `skew` of `now` (unknown expiry: no).
-pub fn needs_refresh(tokens: &Tokens, now: UnixMs, skew: Duration) -> bool {
-    tokens
-        .access_token_expires_at
-        .is_some_and(|exp| now.saturating_add(skew.as_millis() as u64) >= exp)
+/// Whether the access token for `target` is missing (a resource not fetched yet) or
+/// expires within `skew` of `now` (unknown expiry: no).
+pub fn needs_refresh(tokens: &Tokens, target: Target<'_>, now: UnixMs, skew: Duration) -> bool {
+    tokens.access_token_for(target).is_none()
+        || tokens
+            .expires_at_for(target)
+            .is_some_and(|exp| now.saturating_add(skew.as_millis() as u64) >= exp)
 }
 
 fn expired(tokens: &Tokens, now: UnixMs) -> bool {
     tokens.access_token_expires_at.is_some_and(|exp| now >= exp)
+}
+
+/// Which access token a request needs, and why the stored one may not do.
+struct Need<'a> {
+    target: Target<'a>,
+    stale: Stale<'a>,
+}
+
+impl Need<'_> {
+    fn applies(&self, tokens: &Tokens, now: UnixMs, skew: Duration) -> bool {
+        self.stale.applies(tokens, self.target, now, skew)
+    }
 }
 
 /// Why the stored access token is not good enough.
@@ -567,9 +702,9 @@ enum Stale<'a> {
 }
 
 impl Stale<'_> {
-    fn applies(&self, tokens: &Tokens, now: UnixMs, skew: Duration) -> bool {
-        needs_refresh(tokens, now, skew)
-            || matches!(self, Stale::Rejected(bad) if tokens.access_token == **bad)
+    fn applies(&self, tokens: &Tokens, target: Target<'_>, now: UnixMs, skew: Duration) -> bool {
+        needs_refresh(tokens, target, now, skew)
+            || matches!(self, Stale::Rejected(bad) if tokens.access_token_for(target) == Some(*bad))
     }
 }
 
@@ -584,16 +719,55 @@ mod tests {
             refresh_token: Some(Sensitive::new("r")),
             id_token: Sensitive::new("i"),
             scope: None,
+            resource_tokens: Default::default(),
         }
     }
 
     #[test]
     fn refresh_is_due_within_the_skew_and_never_without_an_expiry() {
         let skew = Duration::from_secs(30);
-        assert!(!needs_refresh(&tokens(Some(100_000)), 69_999, skew));
-        assert!(needs_refresh(&tokens(Some(100_000)), 70_000, skew));
-        assert!(needs_refresh(&tokens(Some(100_000)), 200_000, skew));
-        assert!(!needs_refresh(&tokens(None), u64::MAX, skew));
+        let default = Target::Default;
+        assert!(!needs_refresh(
+            &tokens(Some(100_000)),
+            default,
+            69_999,
+            skew
+        ));
+        assert!(needs_refresh(&tokens(Some(100_000)), default, 70_000, skew));
+        assert!(needs_refresh(
+            &tokens(Some(100_000)),
+            default,
+            200_000,
+            skew
+        ));
+        assert!(!needs_refresh(&tokens(None), default, u64::MAX, skew));
+    }
+
+    #[test]
+    fn a_resource_token_is_due_when_missing_or_expiring_whatever_the_default_one_does() {
+        let skew = Duration::from_secs(30);
+        let orders = Target::Resource("https://orders");
+        let mut t = tokens(Some(1_000_000));
+        assert!(needs_refresh(&t, orders, 0, skew), "never fetched");
+        t.resource_tokens.insert(
+            "https://orders".into(),
+            crate::session::ResourceToken {
+                access_token: Sensitive::new("orders"),
+                expires_at: Some(100_000),
+            },
+        );
+        assert!(!needs_refresh(&t, orders, 69_999, skew));
+        assert!(needs_refresh(&t, orders, 70_000, skew));
+        assert!(!needs_refresh(&t, Target::Default, 70_000, skew));
+        assert!(needs_refresh(
+            &t,
+            Target::Resource("https://reports"),
+            0,
+            skew
+        ));
+        let rejected = Sensitive::new("orders");
+        assert!(Stale::Rejected(&rejected).applies(&t, orders, 0, skew));
+        assert!(!Stale::Rejected(&rejected).applies(&t, Target::Default, 0, skew));
     }
 
     #[test]
@@ -602,9 +776,10 @@ mod tests {
         let stored = tokens(Some(1_000_000));
         let same = Sensitive::new("a");
         let other = Sensitive::new("replaced-meanwhile");
-        assert!(!Stale::Expiring.applies(&stored, 0, skew));
-        assert!(Stale::Rejected(&same).applies(&stored, 0, skew));
-        assert!(!Stale::Rejected(&other).applies(&stored, 0, skew));
+        let default = Target::Default;
+        assert!(!Stale::Expiring.applies(&stored, default, 0, skew));
+        assert!(Stale::Rejected(&same).applies(&stored, default, 0, skew));
+        assert!(!Stale::Rejected(&other).applies(&stored, default, 0, skew));
     }
 
     fn kept(from: &str, to: &str) -> Kept {
@@ -616,6 +791,7 @@ mod tests {
         Kept {
             from: with(from),
             tokens: with(to),
+            claims: None,
         }
     }
 
@@ -629,6 +805,29 @@ mod tests {
         let mut same_rt = kept("1", "2");
         same_rt.tokens.refresh_token = same_rt.from.refresh_token.clone();
         assert_eq!(decide(&same_rt.from, &same_rt), Decision::Ours);
+        // A refresh for a resource: only that resource's token and the refresh token
+        // change; someone else's newer resource token wins over ours.
+        let resource = |at: &str| crate::session::ResourceToken {
+            access_token: Sensitive::new(at),
+            expires_at: None,
+        };
+        let mut for_orders = kept("1", "1");
+        for_orders.tokens.refresh_token = Some(Sensitive::new("rt-2"));
+        for_orders
+            .tokens
+            .resource_tokens
+            .insert("https://orders".into(), resource("orders-2"));
+        assert_eq!(decide(&for_orders.from, &for_orders), Decision::Ours);
+        assert_eq!(
+            decide(&for_orders.tokens, &for_orders),
+            Decision::AlreadySaved
+        );
+        let mut newer = for_orders.from.clone();
+        newer.refresh_token = Some(Sensitive::new("rt-3"));
+        newer
+            .resource_tokens
+            .insert("https://orders".into(), resource("orders-3"));
+        assert_eq!(decide(&newer, &for_orders), Decision::Newer);
     }
 
     #[test]

@@ -21,14 +21,15 @@ use crate::oidc::http::OidcHttp;
 use crate::oidc::login::SILENT_LOGIN_ERRORS;
 use crate::oidc::provider::{error_chain, Provider, ProviderHandle};
 use crate::secret::Sensitive;
-use crate::session::{LoginState, Prompt, SessionRecord, Tokens};
+use crate::session::{LoginState, Prompt, Resources, SessionRecord, Target, Tokens};
 use crate::time::UnixMs;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine;
 use openidconnect::core::{CoreErrorResponseType, CoreIdToken, CoreTokenResponse, CoreTokenType};
 use openidconnect::{
-    AccessTokenHash, AuthorizationCode, ClaimsVerificationError, Nonce, OAuth2TokenResponse,
-    PkceCodeVerifier, RequestTokenError, SignatureVerificationError, TokenResponse,
+    AccessTokenHash, AuthorizationCode, ClaimsVerificationError, Nonce, NonceVerifier,
+    OAuth2TokenResponse, PkceCodeVerifier, RequestTokenError, SignatureVerificationError,
+    TokenResponse,
 };
 use serde_json::{Map, Value};
 use std::sync::Arc;
@@ -37,9 +38,9 @@ use std::sync::Arc;
 const CLOCK_SKEW_SECS: i64 = 60;
 
 /// Claims that describe the token, not the user: not shown by `/user`.
-const TOKEN_ONLY_CLAIMS: &[&str] = &["nonce", "at_hash", "c_hash", "s_hash"];
+pub(crate) const TOKEN_ONLY_CLAIMS: &[&str] = &["nonce", "at_hash", "c_hash", "s_hash"];
 /// Claims userinfo may not override.
-const PROTOCOL_CLAIMS: &[&str] = &[
+pub(crate) const PROTOCOL_CLAIMS: &[&str] = &[
     "iss",
     "sub",
     "aud",
@@ -98,12 +99,15 @@ pub enum Completion {
 }
 
 /// Checks the authorization response (after the state was matched) and redeems it.
+/// `resources` are the RFC 8707 resources the authorization request named: the code
+/// exchange asks for the default one when there were several.
 pub async fn complete_login(
     providers: &ProviderHandle,
     http: &OidcHttp,
     oidc: &OidcSettings,
     response: &AuthorizationResponse,
     login: LoginState,
+    resources: Resources,
     now: UnixMs,
 ) -> Result<Completion, Error> {
     let provider = providers.get()?;
@@ -125,7 +129,19 @@ pub async fn complete_login(
     let code = response.code.clone().ok_or(LoginError::MissingCode)?;
     let (prompt, max_age) = (login.prompt, login.max_age);
     let auth = ClientAuthentication::new(oidc, &provider);
-    let tokens = exchange_code(&provider, http, &auth, code, login.pkce_verifier, now).await?;
+    let resource = resources
+        .token_request_resource(Target::Default)
+        .unwrap_or_default();
+    let tokens = exchange_code(
+        &provider,
+        http,
+        &auth,
+        code,
+        login.pkce_verifier,
+        resource,
+        now,
+    )
+    .await?;
     let id_token = tokens
         .id_token()
         .ok_or_else(|| LoginError::InvalidTokenResponse("no id_token".into()))?;
@@ -162,6 +178,7 @@ pub async fn complete_login(
         sid,
         claims,
         tokens: Tokens::from_response(&tokens, Sensitive::new(id_token.to_string()), now),
+        resources,
     })))
 }
 
@@ -229,6 +246,7 @@ async fn exchange_code(
     auth: &ClientAuthentication<'_>,
     code: String,
     verifier: String,
+    resource: Option<&str>,
     now: UnixMs,
 ) -> Result<CoreTokenResponse, Error> {
     let mut request = provider
@@ -238,6 +256,9 @@ async fn exchange_code(
         .set_pkce_verifier(PkceCodeVerifier::new(verifier));
     for (name, value) in auth.assertion_params(now)? {
         request = request.add_extra_param(name, value);
+    }
+    if let Some(resource) = resource {
+        request = request.add_extra_param("resource", resource.to_string());
     }
     let tokens = request.request_async(http).await.map_err(|e| match e {
         RequestTokenError::ServerResponse(r)
@@ -292,11 +313,13 @@ async fn verify_id_token(
     .map_err(|e| LoginError::InvalidIdToken(error_chain(&e)).into())
 }
 
-fn check_id_token(
+/// Every check of an ID token but the nonce's, which `nonce` decides (the login's
+/// must match; a refreshed one follows OpenID Connect Core 12.2).
+pub(crate) fn check_id_token(
     provider: &Provider,
     id_token: &CoreIdToken,
     tokens: &CoreTokenResponse,
-    nonce: &Nonce,
+    nonce: impl NonceVerifier,
     now: UnixMs,
 ) -> Result<Map<String, Value>, ClaimsVerificationError> {
     let now_secs = (now / 1000) as i64;
@@ -342,7 +365,7 @@ fn check_id_token(
 }
 
 /// The JSON payload of a JWT whose signature was already verified.
-fn payload_claims(jwt: &str) -> Option<Map<String, Value>> {
+pub(crate) fn payload_claims(jwt: &str) -> Option<Map<String, Value>> {
     jwt.split('.')
         .nth(1)
         .and_then(|p| URL_SAFE_NO_PAD.decode(p).ok())

@@ -82,12 +82,16 @@ pub struct AuthorizationRequest {
 
 /// Builds the authorization request URL with fresh state, nonce and PKCE verifier,
 /// and what the client asked (`options`, which win over the same names in
-/// `oidc.auth_params`). `now` is when the login starts.
+/// `oidc.auth_params`). `resources` are the routes' RFC 8707 resources (per-route
+/// audiences), named besides the default one `auth_params` may give: providers issue
+/// tokens only for resources the authorization request named. `now` is when the
+/// login starts.
 pub fn authorization_request(
     provider: &Provider,
     settings: &OidcSettings,
     return_to: String,
     options: &LoginOptions,
+    resources: &[String],
     now: UnixMs,
 ) -> AuthorizationRequest {
     let (challenge, verifier) = PkceCodeChallenge::new_random_sha256();
@@ -125,6 +129,9 @@ pub fn authorization_request(
     };
     for (k, v) in settings.auth_params.iter().filter(|(k, _)| !asked(k)) {
         req = req.add_extra_param(k.clone(), v.clone());
+    }
+    for resource in resources {
+        req = req.add_extra_param("resource", resource.clone());
     }
     let (url, state, nonce) = req.url();
     AuthorizationRequest {

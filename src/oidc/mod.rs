@@ -1,6 +1,7 @@
 //! OpenID Connect relying-party logic: discovery and keys, client authentication,
 //! the authorization request (pushed or not), the callback (code exchange and
-//! ID-token validation), refresh, client credentials, and logout.
+//! ID-token validation), refresh (and the ID token a refresh brings), client
+//! credentials, and logout.
 //! HTTP handlers live in `routes`; this module knows nothing of actix requests.
 
 pub mod backchannel;
@@ -13,6 +14,7 @@ pub mod logout;
 pub mod par;
 pub mod provider;
 pub mod refresh;
+pub mod refreshed_id_token;
 
 pub use http::OidcHttp;
 pub use provider::{Provider, ProviderHandle};

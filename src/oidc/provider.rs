@@ -1,10 +1,16 @@
-//! The provider's metadata and signing keys, discovered at start-up.
+//! The provider's metadata and signing keys, discovered at start-up and followed
+//! afterwards.
 //!
 //! Discovery retries with capped exponential backoff until the provider answers
 //! (`/readyz` is 503 meanwhile), so spa-bff can start before its provider. The
-//! JWKS is cached with the metadata and fetched again when a token names a key id
+//! JWKS is cached with the metadata. Both are read again every `oidc.metadata_refresh`
+//! (jittered, so that instances do not ask together) and when a token names a key id
 //! we do not know (key rotation), at most once per [`JWKS_REFRESH_MIN_INTERVAL`];
-//! callers that find a fetch under way wait for it and use the keys it installed.
+//! callers that find a re-read under way wait for it and use what it installed. So a
+//! provider that moves an endpoint, changes its algorithms or rotates its keys is
+//! followed without a restart. A re-read that fails keeps the current metadata (a
+//! WARN; readiness is unaffected), and so does a document naming another issuer
+//! (refused as at start-up: every token's `iss` is compared with the configured one).
 //! The metadata also decides how authorization requests reach the provider
 //! ([`AuthorizationRoute`]): a provider that must get pushed requests but names no
 //! usable PAR endpoint fails discovery, with that sentence in the log.
@@ -19,7 +25,7 @@ use openidconnect::core::{
 };
 use openidconnect::{
     AdditionalProviderMetadata, AuthType, ClientId, ClientSecret, EndpointMaybeSet, EndpointNotSet,
-    EndpointSet, IssuerUrl, JsonWebKeySet, ProviderMetadata, RedirectUrl,
+    EndpointSet, IssuerUrl, ProviderMetadata, RedirectUrl,
 };
 use serde::{Deserialize, Serialize};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -160,13 +166,19 @@ impl ProviderHandle {
         *self.current.write().unwrap_or_else(|p| p.into_inner()) = Some(Arc::new(provider));
     }
 
-    /// Fetches the discovery document and JWKS once.
-    pub async fn discover(&self, http: &OidcHttp) -> Result<(), String> {
+    /// Reads the discovery document and the JWKS it names. openidconnect refuses a
+    /// document whose `issuer` is not the configured one.
+    async fn fetch(&self, http: &OidcHttp) -> Result<Metadata, String> {
         let issuer =
             IssuerUrl::new(self.settings.oidc.issuer.clone()).map_err(|e| e.to_string())?;
-        let metadata = Metadata::discover_async(issuer, http)
+        Metadata::discover_async(issuer, http)
             .await
-            .map_err(|e| error_chain(&e))?;
+            .map_err(|e| error_chain(&e))
+    }
+
+    /// Fetches the discovery document and JWKS once.
+    pub async fn discover(&self, http: &OidcHttp) -> Result<(), String> {
+        let metadata = self.fetch(http).await?;
         let provider = Provider::new(metadata, &self.settings)?;
         if !self.announced.swap(true, Ordering::Relaxed) {
             announce(&provider, &self.settings.oidc);
@@ -175,7 +187,22 @@ impl ProviderHandle {
         Ok(())
     }
 
-    /// Retries discovery with capped exponential backoff until it succeeds.
+    /// Installs `metadata` if it differs from the current provider's; returns the
+    /// provider to use.
+    fn install_if_changed(&self, metadata: Metadata) -> Result<Arc<Provider>, String> {
+        if let Ok(current) = self.get() {
+            if same_metadata(&current.metadata, &metadata) {
+                return Ok(current);
+            }
+        }
+        self.set(Provider::new(metadata, &self.settings)?);
+        tracing::info!(issuer = %self.settings.oidc.issuer, "provider metadata or keys changed; following them");
+        self.get().map_err(|e| e.to_string())
+    }
+
+    /// Retries discovery with capped exponential backoff until it succeeds, then
+    /// reads the metadata again every `oidc.metadata_refresh` (jittered by up to
+    /// 10%), for as long as the server runs.
     pub async fn discover_until_ready(self: Arc<Self>) {
         let http = OidcHttp::new(self.settings.oidc.http_timeout);
         let mut delay = DISCOVERY_BACKOFF_START;
@@ -183,7 +210,7 @@ impl ProviderHandle {
             match self.discover(&http).await {
                 Ok(()) => {
                     tracing::info!(issuer = %self.settings.oidc.issuer, "provider discovered");
-                    return;
+                    break;
                 }
                 Err(e) => {
                     tracing::warn!(issuer = %self.settings.oidc.issuer, retry_in_ms = delay.as_millis() as u64, "provider discovery failed: {e}");
@@ -192,13 +219,21 @@ impl ProviderHandle {
                 }
             }
         }
+        loop {
+            tokio::time::sleep(jittered(self.settings.oidc.metadata_refresh)).await;
+            let read = self.fetch(&http).await;
+            if let Err(e) = read.and_then(|m| self.install_if_changed(m)) {
+                tracing::warn!(issuer = %self.settings.oidc.issuer, "reading the provider's metadata again failed; keeping the current one: {e}");
+            }
+        }
     }
 
-    /// Fetches the JWKS again after a token named an unknown key, `seen` being the
-    /// provider the caller checked the token with. Returns the provider to retry
-    /// with: the one installed since the caller looked (by a concurrent call, whose
-    /// fetch this waits for), or a freshly fetched one; `None` when nothing changed
-    /// and a fetch happened too recently.
+    /// Reads the metadata and JWKS again after a token named an unknown key, `seen`
+    /// being the provider the caller checked the token with (a provider may publish
+    /// new keys under a new `jwks_uri`). Returns the provider to retry with: the one
+    /// installed since the caller looked (by a concurrent call, whose fetch this waits
+    /// for, or by the periodic re-read), or a freshly read one; `None` when nothing
+    /// changed and a read happened too recently.
     pub async fn refresh_jwks(
         &self,
         http: &OidcHttp,
@@ -214,14 +249,13 @@ impl ProviderHandle {
             return Ok(None);
         }
         *last = Some(Instant::now());
-        let jwks = JsonWebKeySet::fetch_async(current.metadata.jwks_uri(), http)
+        let metadata = self
+            .fetch(http)
             .await
-            .map_err(|e| Error::ProviderUnavailable(format!("JWKS: {}", error_chain(&e))))?;
-        let metadata = current.metadata.clone().set_jwks(jwks);
-        let provider = Provider::new(metadata, &self.settings).map_err(Error::Internal)?;
-        self.set(provider);
-        tracing::info!("provider signing keys refreshed");
-        Ok(Some(self.get()?))
+            .map_err(|e| Error::ProviderUnavailable(format!("metadata and keys: {e}")))?;
+        let provider = self.install_if_changed(metadata).map_err(Error::Internal)?;
+        tracing::info!("provider metadata and signing keys read again after an unknown key");
+        Ok(Some(provider))
     }
 }
 
@@ -270,6 +304,18 @@ fn announce(provider: &Provider, oidc: &OidcSettings) {
             "the provider requires pushed authorization requests (require_pushed_authorization_requests); /login pushes them although oidc.use_par = false"
         );
     }
+}
+
+/// Whether two readings of the provider say the same (the keys included).
+fn same_metadata(a: &Metadata, b: &Metadata) -> bool {
+    let json = |m: &Metadata| serde_json::to_value(m).ok();
+    let keys = |m: &Metadata| serde_json::to_value(m.jwks()).ok();
+    json(a) == json(b) && keys(a) == keys(b)
+}
+
+/// `every`, give or take up to 10%: instances started together do not ask together.
+fn jittered(every: Duration) -> Duration {
+    every.mul_f64(0.9 + rand::random::<f64>() * 0.2)
 }
 
 /// An error and its sources, for logs.

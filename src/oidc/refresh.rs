@@ -4,25 +4,32 @@
 //! (never more). Providers rotate refresh tokens: the answer's refresh token
 //! replaces ours, and must be saved before anyone else refreshes (see
 //! [`flows::refresh`](crate::flows::refresh), which guarantees one refresh per
-//! expiry). The refreshed ID
-//! token, when one comes back, is not used: the login's ID token stays the
-//! `id_token_hint` for logout and the claims do not change.
+//! expiry).
+//!
+//! A refresh is for a [`Target`]: the session's own access token, or one for a single
+//! RFC 8707 resource (a route's audience), asked for with `resource=<uri>` (RFC 8707
+//! section 2.2). The `resource` sent is the one the login named for that target
+//! ([`Resources::token_request_resource`](crate::session::Resources::token_request_resource)).
+//! An ID token in the answer is checked ([`refreshed_id_token`](super::refreshed_id_token))
+//! and reported, not used: the flow decides.
 //!
 //! A failure is judged by what the provider actually sent ([`RefreshError`]): any
-//! 4xx, an OAuth error or a bare status, refuses the grant (the session ends); no
-//! answer, a timeout, 5xx, 408 and 429 are an outage (503, the session is kept).
-//! One 4xx is not about the grant: `invalid_client` says the provider did not
-//! accept spa-bff's own client authentication (a wrong secret or key), which ending
-//! every user's session would not fix: it is an outage, logged as what it is.
+//! 4xx, an OAuth error or a bare status, refuses the grant (the session ends), except
+//! `invalid_target` (RFC 8707), which refuses one resource; no answer, a timeout,
+//! 5xx, 408 and 429 are an outage (503, the session is kept). One 4xx is not about
+//! the grant either: `invalid_client` says the provider did not accept spa-bff's
+//! own client authentication (a wrong secret or key), which ending every user's
+//! session would not fix: it is an outage, logged as what it is.
 
 use crate::config::OidcSettings;
 use crate::oidc::client_auth::{refused_client_auth, ClientAuthentication};
 use crate::oidc::http::{server_error_as_unavailable, HttpError, OidcHttp};
 use crate::oidc::provider::{error_chain, Provider};
-use crate::session::Tokens;
+use crate::oidc::refreshed_id_token::{check_refreshed_id_token, RefreshedIdToken};
+use crate::session::{SessionRecord, Target, Tokens};
 use crate::time::UnixMs;
-use openidconnect::core::CoreTokenType;
-use openidconnect::{OAuth2TokenResponse, RefreshToken};
+use openidconnect::core::{CoreErrorResponseType, CoreTokenType};
+use openidconnect::{OAuth2TokenResponse, RefreshToken, RequestTokenError};
 use std::cell::RefCell;
 use std::future::Future;
 use std::pin::Pin;
@@ -36,6 +43,11 @@ pub enum RefreshError {
     /// of its answer with the refresh token blanked out).
     #[error("the provider refused the refresh token ({detail})")]
     Refused { detail: String },
+    /// The provider will not issue a token for the resource asked for
+    /// (`invalid_target`, RFC 8707 section 2), or the login never named it: the grant
+    /// may be fine for everything else.
+    #[error("no token for this resource ({detail})")]
+    TargetRefused { detail: String },
     /// The session has no refresh token and its access token expired.
     #[error("the session has no refresh token")]
     NoRefreshToken,
@@ -45,19 +57,36 @@ pub enum RefreshError {
     Unavailable(String),
 }
 
-/// Redeems `tokens.refresh_token` at the token endpoint; returns the new tokens
-/// (the old refresh token and scope are kept when the answer has none).
+/// What a refresh brought.
+#[derive(Debug)]
+pub struct Refreshed {
+    /// The session's tokens with the answer applied for the target
+    /// ([`Tokens::refreshed`]); the ID token is still the session's.
+    pub tokens: Tokens,
+    /// The answer's ID token, checked.
+    pub id_token: RefreshedIdToken,
+}
+
+/// Redeems the session's refresh token at the token endpoint for `target`.
 pub async fn refresh_tokens(
     provider: &Provider,
     http: &OidcHttp,
     oidc: &OidcSettings,
-    tokens: &Tokens,
+    record: &SessionRecord,
+    target: Target<'_>,
     now: UnixMs,
-) -> Result<Tokens, RefreshError> {
+) -> Result<Refreshed, RefreshError> {
+    let tokens = &record.tokens;
     let current = tokens
         .refresh_token
         .as_ref()
         .ok_or(RefreshError::NoRefreshToken)?;
+    let resource = record
+        .resources
+        .token_request_resource(target)
+        .map_err(|_| RefreshError::TargetRefused {
+            detail: "the login did not name this resource".into(),
+        })?;
     let refresh_token = RefreshToken::new(current.expose().to_string());
     let mut request = provider
         .client
@@ -69,6 +98,9 @@ pub async fn refresh_tokens(
     for (name, value) in assertion {
         request = request.add_extra_param(name, value);
     }
+    if let Some(resource) = resource {
+        request = request.add_extra_param("resource", resource.to_string());
+    }
     let observed = Observed {
         http,
         answer: RefCell::new(None),
@@ -78,7 +110,14 @@ pub async fn refresh_tokens(
         Ok(answer) => answer,
         Err(e) => {
             let seen = observed.answer.borrow_mut().take();
-            return Err(classify(seen, &e, current.expose()));
+            let invalid_target = matches!(&e, RequestTokenError::ServerResponse(r)
+                if matches!(r.error(), CoreErrorResponseType::Extension(code) if code == "invalid_target"));
+            return Err(match classify(seen, &e, current.expose()) {
+                RefreshError::Refused { detail } if invalid_target => {
+                    RefreshError::TargetRefused { detail }
+                }
+                other => other,
+            });
         }
     };
     if *answer.token_type() != CoreTokenType::Bearer {
@@ -88,10 +127,9 @@ pub async fn refresh_tokens(
         )));
     }
     let fresh = Tokens::from_response(&answer, tokens.id_token.clone(), now);
-    Ok(Tokens {
-        refresh_token: fresh.refresh_token.or_else(|| tokens.refresh_token.clone()),
-        scope: fresh.scope.or_else(|| tokens.scope.clone()),
-        ..fresh
+    Ok(Refreshed {
+        tokens: tokens.refreshed(fresh, target),
+        id_token: check_refreshed_id_token(provider, &answer, record, now),
     })
 }
 
@@ -168,7 +206,7 @@ mod tests {
         ) {
             RefreshError::Refused { detail } => format!("refused: {detail}"),
             RefreshError::Unavailable(_) => "unavailable".into(),
-            RefreshError::NoRefreshToken => "none".into(),
+            RefreshError::NoRefreshToken | RefreshError::TargetRefused { .. } => "none".into(),
         }
     }
 

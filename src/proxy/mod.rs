@@ -9,8 +9,10 @@
 //! 2. [`authenticate`]: cookie -> session, as the route's [`TokenRequirement`] says
 //!    (`client` and `none` routes never read a session);
 //! 3. [`Refresher::ensure_fresh`](crate::flows::refresh::Refresher::ensure_fresh):
-//!    refresh the user's access token near its expiry, once; on a `client` route
-//!    instead [`ClientTokenSource::token`](crate::flows::client_token::ClientTokenSource::token):
+//!    refresh the user's access token near its expiry, once; on a route with
+//!    `resource`, the token for that resource only (per-route audiences,
+//!    [`token_target`]); on a `client` route instead
+//!    [`ClientTokenSource::token`](crate::flows::client_token::ClientTokenSource::token):
 //!    the route's own token, cached and fetched once for all waiting requests;
 //! 4. [`prepare_upstream`]: URL, header hygiene ([`headers`]), `Authorization:
 //!    Bearer`, `X-Forwarded-*` (the client as [`crate::edge::client`] believes it);
@@ -26,7 +28,8 @@
 //!
 //! Every failure is JSON (API callers never get an HTML page or a redirect):
 //! 400 for an ambiguous path, 403 without the CSRF header, 401 without a session on
-//! a `required` route, 408 when the request body stalls, 413 when it is too large,
+//! a `required` route, 403 `invalid_target` when no token for the route's `resource`
+//! can be had, 408 when the request body stalls, 413 when it is too large,
 //! 502 when the upstream cannot be reached, 504 when it is slower than the route's
 //! timeout, 503 when Redis or the provider is away (or refuses a `client` route's
 //! token).
@@ -42,6 +45,7 @@ use crate::edge::body::{FaultSlot, GuardedBody};
 use crate::edge::client::client_of;
 use crate::error::Error;
 use crate::secret::Sensitive;
+use crate::session::Target;
 use crate::state::{AppState, SessionLookup};
 use crate::store::LoadedSession;
 use crate::telemetry::{RequestId, REQUEST_ID};
@@ -137,10 +141,13 @@ async fn proxy(
     let session = authenticate(req, state, route).await?;
     let (session, session_ended) = match session {
         None => (None, false),
-        Some(s) => match live(state.refresher().ensure_fresh(s).await, route)? {
-            Some(fresh) => (Some(fresh), false),
-            None => (None, true),
-        },
+        Some(s) => {
+            let target = token_target(&s, route);
+            match live(state.refresher().ensure_fresh(s, target).await, route)? {
+                Some(fresh) => (Some(fresh), false),
+                None => (None, true),
+            }
+        }
     };
     let client_token = match route.token {
         TokenRequirement::Client => Some(state.client_tokens().token(route).await?),
@@ -148,7 +155,10 @@ async fn proxy(
     };
     let token = session
         .as_ref()
-        .map(|s| s.record.tokens.access_token.expose())
+        .and_then(|s| {
+            let target = token_target(s, route);
+            s.record.tokens.access_token_for(target).map(|t| t.expose())
+        })
         .or(client_token.as_ref().map(Sensitive::expose));
     let carried_token = token.is_some();
     if websocket::is_upgrade(req) {
@@ -183,8 +193,9 @@ async fn proxy(
             match call.renew_rejected(session).await? {
                 Renewal::Renewed(renewed) => {
                     tracing::info!(route = %route.prefix, "upstream rejected the access token; retrying once with a new one");
-                    let token = renewed.record.tokens.access_token.expose();
-                    response = call.send(Some(token), body).await?;
+                    let target = token_target(&renewed, route);
+                    let token = renewed.record.tokens.access_token_for(target);
+                    response = call.send(token.map(|t| t.expose()), body).await?;
                 }
                 Renewal::NothingNewer => {} // the upstream's 401 stands
                 Renewal::SessionEnded => retry_ended = true, // likewise; the cookie goes
@@ -221,13 +232,19 @@ impl Call<'_> {
     /// Phase 5b: the upstream rejected a token we thought valid (revoked early,
     /// or clocks differ): get a new one, shared with concurrent callers.
     async fn renew_rejected(&self, session: LoadedSession) -> Result<Renewal, Rejection> {
-        let rejected = session.record.tokens.access_token.clone();
+        let target = token_target(&session, self.route);
+        let rejected = session.record.tokens.access_token_for(target).cloned();
         Ok(
             match live(
-                self.state.refresher().replace_rejected(session).await,
+                self.state
+                    .refresher()
+                    .replace_rejected(session, target)
+                    .await,
                 self.route,
             )? {
-                Some(renewed) if renewed.record.tokens.access_token != rejected => {
+                Some(renewed)
+                    if renewed.record.tokens.access_token_for(target) != rejected.as_ref() =>
+                {
                     Renewal::Renewed(Box::new(renewed))
                 }
                 Some(_) => Renewal::NothingNewer,
@@ -245,6 +262,16 @@ enum Renewal {
     NothingNewer,
     /// The session ended (only on `optional` routes; `required` ones answer 401).
     SessionEnded,
+}
+
+/// Which of the session's access tokens `route` gets: the one for its `resource`
+/// (RFC 8707), or the session's own one. A token for one resource never goes to a
+/// route with another (or none).
+fn token_target<'r>(session: &LoadedSession, route: &'r RouteSettings) -> Target<'r> {
+    session
+        .record
+        .resources
+        .target_for(route.resource.as_deref())
 }
 
 /// Maps a refresh outcome: `Ok(None)` when the session ended but the route is

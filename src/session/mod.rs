@@ -17,4 +17,4 @@ pub use cookie::CookieCodec;
 pub use crypto::SessionRef;
 pub use expiry::ExpiryPolicy;
 pub use login_state::{LoginState, Prompt};
-pub use record::{SessionRecord, Tokens};
+pub use record::{NotNamedAtLogin, ResourceToken, Resources, SessionRecord, Target, Tokens};

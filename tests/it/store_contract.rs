@@ -167,7 +167,9 @@ pub mod checks {
                 refresh_token: Some(Sensitive::new("rt-1")),
                 id_token: Sensitive::new("id-token"),
                 scope: Some("openid".into()),
+                resource_tokens: Default::default(),
             },
+            resources: Default::default(),
         }
     }
 

@@ -26,6 +26,10 @@
 //   TTL; useGrantedResource makes the code exchange and refreshes keep
 //   using the granted resource. Without `resource` there is no default resource: access tokens are
 //   opaque and usable at userinfo (which refuses the resource-bound JWTs).
+//   Per-route audiences (spa-bff's routes.resource) rely on this as configured: /auth may name
+//   several resources; the code exchange must then name one (else invalid_target); a refresh with
+//   `resource=<uri>` returns a JWT for that audience (and an ID token), and one naming a resource
+//   the grant does not cover is invalid_target AFTER rotating (the refresh token is then spent).
 // - Back-channel logout: oidc-provider 9 routes its outgoing fetches through an undici dispatcher
 //   that destroys connections to special-use addresses (loopback included) and then calls the
 //   `fetch` configuration hook. Our hook drops that dispatcher for loopback URLs only.

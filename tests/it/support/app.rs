@@ -28,7 +28,7 @@ pub struct AppOptions {
     /// talk plain http to the listener, as a TLS-terminating proxy would).
     pub insecure_cookies: bool,
     pub static_dir: Option<String>,
-    /// More `[oidc]` keys (e.g. `client_key_file`, `use_par`).
+    /// More `[oidc]` keys (e.g. `client_key_file`, `use_par`, `scopes`, `auth_params`).
     pub oidc_toml: String,
     pub extra_toml: String,
     /// More `[server]` keys (the edge limits). The default lifts the login rate limit:
@@ -113,9 +113,16 @@ impl TestApp {
 
     /// Starts another spa-bff with the same settings (same Redis, prefix and keys).
     pub async fn start_twin(&self) -> TestApp {
+        self.start_variant(self.settings_toml.clone()).await
+    }
+
+    /// Starts another spa-bff on the same Redis, prefix and keys, with the settings
+    /// `toml` (this app's, changed: a redeployment).
+    pub async fn start_variant(&self, toml: String) -> TestApp {
         let listener = TcpListener::bind("127.0.0.1:0").unwrap();
         let port = listener.local_addr().unwrap().port();
-        let app = App::build_with_listener(self.settings(), listener).expect("build app");
+        let settings = Settings::from_toml_str(&toml).expect("valid test settings");
+        let app = App::build_with_listener(settings, listener).expect("build app");
         let handle = app.handle();
         let shutdown = app.shutdown();
         actix_web::rt::spawn(app.run());
@@ -124,7 +131,7 @@ impl TestApp {
             url: format!("http://127.0.0.1:{port}"),
             public_url: self.public_url.clone(),
             prefix: self.prefix.clone(),
-            settings_toml: self.settings_toml.clone(),
+            settings_toml: toml,
             client: self.client.clone(),
             handle,
             cookie_name: self.cookie_name.clone(),
@@ -223,11 +230,11 @@ redis_timeout = "1s"
         issuer = opts.issuer,
         client_id = client.client_id,
         client_auth = opts.client_auth,
-        oidc = opts.oidc_toml,
         idle = opts.idle_timeout,
         absolute = opts.absolute_timeout,
         insecure = opts.insecure_cookies,
         extra = opts.extra_toml,
+        oidc = opts.oidc_toml,
         server = opts.server_toml,
     )
 }

@@ -69,6 +69,8 @@ pub enum Flaw {
     StaleAuthTime,
     /// No `auth_time` at all.
     NoAuthTime,
+    /// A valid ID token about another user (`sub`), for refresh answers.
+    OtherSubject,
 }
 
 /// How the fake answers a `refresh_token` grant.
@@ -120,6 +122,25 @@ pub struct FakeState {
     /// The provider session id put in every ID token.
     pub sid: String,
     pub key: CoreRsaPrivateSigningKey,
+    /// The `name` claim of the ID tokens it issues.
+    pub name: String,
+    /// Refresh answers carry an ID token with this flaw (`Flaw::None`: a valid one);
+    /// `None`: no ID token, as many providers answer.
+    pub refresh_id_token: Option<Flaw>,
+    /// Refreshes asking for one of these resources are refused with `invalid_target`
+    /// (before any rotation).
+    pub invalid_targets: Vec<String>,
+    /// The `resource` parameter of each token request, by grant type, in order.
+    pub token_resources: Vec<(String, Option<String>)>,
+    /// The `resource` parameters of each authorization request, in order.
+    pub authorize_resources: Vec<Vec<String>>,
+    /// Where the discovery document puts the token endpoint and the JWKS (both
+    /// `/token` and `/token2`, `/jwks` and `/jwks2` answer; a JWKS path other than
+    /// this one serves the first key only, as a provider's old URL would).
+    pub token_path: String,
+    pub jwks_path: String,
+    /// The `issuer` the discovery document names, when not the real one.
+    pub discovery_issuer: Option<String>,
 }
 
 pub fn now() -> i64 {
@@ -165,12 +186,21 @@ async fn discovery(state: web::Data<Mutex<FakeState>>) -> HttpResponse {
     ) {
         return stalled_json("{\"issuer\": ");
     }
-    let issuer = state.lock().unwrap().issuer.clone();
+    let (issuer, named, token_path, jwks_path) = {
+        let s = state.lock().unwrap();
+        let named = s.discovery_issuer.clone().unwrap_or(s.issuer.clone());
+        (
+            s.issuer.clone(),
+            named,
+            s.token_path.clone(),
+            s.jwks_path.clone(),
+        )
+    };
     HttpResponse::Ok().json(json!({
-        "issuer": issuer,
+        "issuer": named,
         "authorization_endpoint": format!("{issuer}/auth"),
-        "token_endpoint": format!("{issuer}/token"),
-        "jwks_uri": format!("{issuer}/jwks"),
+        "token_endpoint": format!("{issuer}{token_path}"),
+        "jwks_uri": format!("{issuer}{jwks_path}"),
         "userinfo_endpoint": format!("{issuer}/userinfo"),
         "revocation_endpoint": format!("{issuer}/revoke"),
         "response_types_supported": ["code"],
@@ -180,11 +210,18 @@ async fn discovery(state: web::Data<Mutex<FakeState>>) -> HttpResponse {
     }))
 }
 
-async fn jwks(state: web::Data<Mutex<FakeState>>) -> HttpResponse {
-    count(&state, "/jwks", None);
+async fn jwks(req: HttpRequest, state: web::Data<Mutex<FakeState>>) -> HttpResponse {
+    count(&state, req.path(), None);
     let delay = state.lock().unwrap().jwks_delay;
     actix_web::rt::time::sleep(delay).await;
-    let key = state.lock().unwrap().key.as_verification_key();
+    let key = {
+        let s = state.lock().unwrap();
+        if req.path() == s.jwks_path {
+            s.key.as_verification_key()
+        } else {
+            rsa_key(KEY_PEM, KID).as_verification_key()
+        }
+    };
     HttpResponse::Ok().json(json!({ "keys": [key] }))
 }
 
@@ -195,6 +232,11 @@ async fn authorize(req: HttpRequest, state: web::Data<Mutex<FakeState>>) -> Http
     let code = support::random_string(16);
     let mut s = state.lock().unwrap();
     s.last_authorize = support::query_pairs(req.query_string());
+    let resources = url::form_urlencoded::parse(req.query_string().as_bytes())
+        .filter(|(k, _)| k == "resource")
+        .map(|(_, v)| v.into_owned())
+        .collect();
+    s.authorize_resources.push(resources);
     s.codes.insert(code.clone(), q["nonce"].clone());
     let mut pairs = match s.authorize_error {
         Some(error) => vec![("error", error), ("state", q["state"].as_str())],
@@ -232,10 +274,23 @@ async fn revoke(
 
 /// The refresh grant: new tokens, or the configured misbehaviour.
 async fn refresh(
+    path: &str,
     form: &HashMap<String, String>,
     state: &web::Data<Mutex<FakeState>>,
 ) -> HttpResponse {
-    count(state, "/token refresh_token", None);
+    count(state, &format!("{path} refresh_token"), None);
+    let resource = form.get("resource").cloned();
+    {
+        let mut s = state.lock().unwrap();
+        s.token_resources
+            .push(("refresh_token".into(), resource.clone()));
+        if resource
+            .as_ref()
+            .is_some_and(|r| s.invalid_targets.contains(r))
+        {
+            return HttpResponse::BadRequest().json(json!({ "error": "invalid_target" }));
+        }
+    }
     let (answer, delay) = {
         let s = state.lock().unwrap();
         (s.refresh, s.refresh_delay)
@@ -258,25 +313,41 @@ async fn refresh(
             let mut s = state.lock().unwrap();
             let refresh_token = format!("fake-rt-{}", support::random_string(16));
             s.issued_refresh_tokens.push(refresh_token.clone());
-            HttpResponse::Ok().json(json!({
-                "access_token": format!("fake-at-{}", support::random_string(16)),
+            let access_token = match &resource {
+                Some(r) => format!(
+                    "fake-at-for-{}-{}",
+                    resource_tag(r),
+                    support::random_string(16)
+                ),
+                None => format!("fake-at-{}", support::random_string(16)),
+            };
+            let mut body = json!({
+                "access_token": access_token,
                 "token_type": "Bearer",
                 "expires_in": s.expires_in,
                 "refresh_token": refresh_token,
-            }))
+            });
+            if let Some(flaw) = s.refresh_id_token {
+                body["id_token"] = Value::String(id_token(&s, flaw, None, &access_token));
+            }
+            HttpResponse::Ok().json(body)
         }
     }
 }
 
 async fn token(
+    req: HttpRequest,
     form: web::Form<HashMap<String, String>>,
     state: web::Data<Mutex<FakeState>>,
 ) -> HttpResponse {
     if form.get("grant_type").map(String::as_str) == Some("refresh_token") {
-        return refresh(&form, &state).await;
+        return refresh(req.path(), &form, &state).await;
     }
-    count(&state, "/token authorization_code", None);
+    count(&state, &format!("{} authorization_code", req.path()), None);
     let mut s = state.lock().unwrap();
+    let resource = form.get("resource").cloned();
+    s.token_resources
+        .push(("authorization_code".into(), resource));
     match s.flaw {
         Flaw::TokenEndpointDown => return HttpResponse::BadGateway().body("upstream down"),
         Flaw::InvalidGrant => {
@@ -288,7 +359,7 @@ async fn token(
         return HttpResponse::BadRequest().json(json!({ "error": "invalid_grant" }));
     };
     let access_token = format!("fake-at-{}", support::random_string(16));
-    let id_token = id_token(&s, &nonce, &access_token);
+    let id_token = id_token(&s, s.flaw, Some(&nonce), &access_token);
     let mut body = json!({
         "access_token": access_token,
         "token_type": if s.flaw == Flaw::NotBearer { "mac" } else { "Bearer" },
@@ -302,8 +373,16 @@ async fn token(
     HttpResponse::Ok().json(body)
 }
 
-/// The ID token for this flaw.
-fn id_token(s: &FakeState, nonce: &str, access_token: &str) -> String {
+/// A short, URL-safe tag naming a resource in the fake's access tokens.
+pub fn resource_tag(resource: &str) -> String {
+    resource
+        .chars()
+        .filter(|c| c.is_ascii_alphanumeric())
+        .collect()
+}
+
+/// The ID token with `flaw` (a refreshed one has no nonce).
+fn id_token(s: &FakeState, flaw: Flaw, nonce: Option<&str>, access_token: &str) -> String {
     let t = now();
     let mut claims = json!({
         "iss": s.issuer,
@@ -311,12 +390,14 @@ fn id_token(s: &FakeState, nonce: &str, access_token: &str) -> String {
         "aud": [CLIENT_ID],
         "exp": t + 300,
         "iat": t,
-        "nonce": nonce,
-        "name": "Fake User",
+        "name": s.name,
         "sid": s.sid,
         "auth_time": t,
     });
-    match s.flaw {
+    if let Some(nonce) = nonce {
+        claims["nonce"] = json!(nonce);
+    }
+    match flaw {
         Flaw::StaleAuthTime => claims["auth_time"] = json!(t - 3600),
         Flaw::NoAuthTime => {
             claims.as_object_mut().unwrap().remove("auth_time");
@@ -337,6 +418,7 @@ fn id_token(s: &FakeState, nonce: &str, access_token: &str) -> String {
         }
         Flaw::WrongNonce => claims["nonce"] = json!("not-the-nonce"),
         Flaw::ForeignAzp => claims["azp"] = json!("another-client"),
+        Flaw::OtherSubject => claims["sub"] = json!("someone-else"),
         Flaw::StringTypedClaims => {
             claims["updated_at"] = json!("2024-01-01T00:00:00.000Z");
             claims["email"] = json!("fake@example.test");
@@ -358,7 +440,7 @@ fn id_token(s: &FakeState, nonce: &str, access_token: &str) -> String {
             .unwrap()
             .to_string()
     };
-    match s.flaw {
+    match flaw {
         Flaw::AlgNone => {
             let header = URL_SAFE_NO_PAD.encode(br#"{"alg":"none","typ":"JWT"}"#);
             let payload = URL_SAFE_NO_PAD.encode(serde_json::to_vec(&claims).unwrap());
@@ -423,6 +505,14 @@ pub fn start_fake_op() -> (Arc<Mutex<FakeState>>, String) {
         codes: HashMap::new(),
         sid: format!("fake-sid-{}", support::random_string(8)),
         key: rsa_key(KEY_PEM, KID),
+        name: "Fake User".into(),
+        refresh_id_token: None,
+        invalid_targets: Vec::new(),
+        token_resources: Vec::new(),
+        authorize_resources: Vec::new(),
+        token_path: "/token".into(),
+        jwks_path: "/jwks".into(),
+        discovery_issuer: None,
     }));
     let shared = state.clone();
     let server = HttpServer::new(move || {
@@ -433,8 +523,10 @@ pub fn start_fake_op() -> (Arc<Mutex<FakeState>>, String) {
                 web::get().to(discovery),
             )
             .route("/jwks", web::get().to(jwks))
+            .route("/jwks2", web::get().to(jwks))
             .route("/auth", web::get().to(authorize))
             .route("/token", web::post().to(token))
+            .route("/token2", web::post().to(token))
             .route("/userinfo", web::get().to(userinfo))
             .route("/revoke", web::post().to(revoke))
     })
