@@ -1,4 +1,5 @@
-//! Builds the HTTP server: shared state, middleware, the route table; runs it until
+//! Builds the HTTP server: shared state, middleware, the route table (and, with
+//! `server.metrics_listen`, a second listener serving only `/metrics`); runs it until
 //! a signal, draining first ([`Shutdown`]); and checks a configuration against the
 //! real provider and Redis ([`check_online`]).
 
@@ -8,6 +9,7 @@ use crate::edge::head::limit_headers;
 use crate::edge::Edge;
 use crate::error::{render_errors, Error};
 use crate::flows::refresh::RefreshFlights;
+use crate::metrics::{count_requests, Metrics};
 use crate::oidc::{OidcHttp, ProviderHandle};
 use crate::routes;
 use crate::state::{AppState, Lifecycle};
@@ -25,6 +27,8 @@ use std::time::Duration;
 pub struct App {
     port: u16,
     server: Server,
+    /// The `/metrics`-only server on `server.metrics_listen`, and its port.
+    metrics_server: Option<(Server, u16)>,
     provider: Arc<ProviderHandle>,
     shutdown: Shutdown,
 }
@@ -36,6 +40,8 @@ pub struct App {
 #[derive(Clone)]
 pub struct Shutdown {
     handle: ServerHandle,
+    /// The `/metrics`-only server's, stopped with the main one.
+    metrics_handle: Option<ServerHandle>,
     lifecycle: Arc<Lifecycle>,
     delay: Duration,
 }
@@ -51,13 +57,20 @@ impl Shutdown {
             "shutting down: /readyz answers 503, the listener closes after the delay"
         );
         actix_web::rt::time::sleep(self.delay).await;
-        self.handle.stop(true).await;
+        self.stop_all().await;
     }
 
     /// Stops without the readiness delay (in-flight requests still finish).
     pub async fn now(self) {
         self.lifecycle.start_draining();
+        self.stop_all().await;
+    }
+
+    async fn stop_all(self) {
         self.handle.stop(true).await;
+        if let Some(metrics) = self.metrics_handle {
+            metrics.stop(true).await;
+        }
     }
 }
 
@@ -80,6 +93,7 @@ impl App {
         actix_web::rt::spawn(log_redis_report(redis.clone()));
 
         let workers = settings.server.workers;
+        let metrics = Metrics::new(&settings);
         let flights = Arc::new(RefreshFlights::default());
         let edge = Edge::new(&settings);
         let lifecycle = Arc::new(Lifecycle::default());
@@ -89,20 +103,30 @@ impl App {
             flights,
             lifecycle.clone(),
             edge,
+            metrics.clone(),
         );
         let (target, timeout) = (redis.target(), redis.timeout());
         let mut server = HttpServer::new(move || {
-            let (settings, provider, flights, lifecycle, edge) = shared.clone();
+            let (settings, provider, flights, lifecycle, edge, metrics) = shared.clone();
             let configure = routes::configure(&settings);
             // Each worker keeps a connection of its own.
             let redis = RedisHandle::with_target(target.clone(), timeout);
-            let state = AppState::new(settings, provider, redis, flights, lifecycle);
+            let state = AppState::new(
+                settings,
+                provider,
+                redis,
+                flights,
+                lifecycle,
+                metrics.clone(),
+            );
             // Middleware, innermost first: the head-size limit answers with an error
             // that render_errors turns into a page for navigations; identify_client is
-            // outermost so that the request span already knows the client.
+            // outermost so that the request span already knows the client;
+            // count_requests sees the status every other middleware settled on.
             actix_web::App::new()
                 .app_data(web::Data::new(state))
                 .app_data(edge)
+                .app_data(metrics)
                 .configure(configure)
                 .wrap(from_fn(limit_headers))
                 .wrap(from_fn(render_errors))
@@ -112,6 +136,7 @@ impl App {
                         .add(("Referrer-Policy", "no-referrer"))
                         .add(("X-Frame-Options", "DENY")),
                 )
+                .wrap(from_fn(count_requests))
                 .wrap(from_fn(trace_requests))
                 .wrap(from_fn(identify_client))
         })
@@ -128,14 +153,20 @@ impl App {
             server = server.workers(n);
         }
         let server = server.run();
+        let metrics_server = match &settings.server.metrics_listen {
+            Some(addr) => Some(metrics_server(addr, metrics)?),
+            None => None,
+        };
         let shutdown = Shutdown {
             handle: server.handle(),
+            metrics_handle: metrics_server.as_ref().map(|(s, _)| s.handle()),
             lifecycle,
             delay: settings.server.shutdown_delay,
         };
         Ok(App {
             port,
             server,
+            metrics_server,
             provider,
             shutdown,
         })
@@ -143,6 +174,11 @@ impl App {
 
     pub fn port(&self) -> u16 {
         self.port
+    }
+
+    /// The port of the `/metrics`-only listener, when `server.metrics_listen` is set.
+    pub fn metrics_port(&self) -> Option<u16> {
+        self.metrics_server.as_ref().map(|(_, port)| *port)
     }
 
     /// Stops the server (`handle().stop(true)` drains in-flight requests).
@@ -164,8 +200,41 @@ impl App {
     /// SIGINT (Ctrl-C), or a second signal while draining, stops without the delay.
     pub async fn run(self) -> io::Result<()> {
         actix_web::rt::spawn(stop_on_signals(self.shutdown.clone()));
-        self.server.await
+        let metrics = self.metrics_server.map(|(server, _)| {
+            let handle = server.handle();
+            actix_web::rt::spawn(server);
+            handle
+        });
+        let result = self.server.await;
+        if let Some(metrics) = metrics {
+            metrics.stop(true).await;
+        }
+        result
     }
+}
+
+/// The second server of `server.metrics_listen`: `GET /metrics` and nothing else
+/// (everything else is 404), one worker. Its scrapes are not counted.
+fn metrics_server(addr: &str, metrics: Metrics) -> io::Result<(Server, u16)> {
+    let listener = TcpListener::bind(addr)?;
+    let port = listener.local_addr()?.port();
+    let server = HttpServer::new(move || {
+        actix_web::App::new()
+            .app_data(metrics.clone())
+            .service(routes::get_only(
+                crate::paths::METRICS,
+                routes::metrics::metrics,
+            ))
+            .default_service(web::to(|| async {
+                actix_web::HttpResponse::from_error(Error::NotFound)
+            }))
+    })
+    .workers(1)
+    .listen(listener)?
+    .disable_signals()
+    .shutdown_timeout(1)
+    .run();
+    Ok((server, port))
 }
 
 async fn stop_on_signals(shutdown: Shutdown) {

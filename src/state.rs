@@ -11,6 +11,7 @@ use crate::config::Settings;
 use crate::error::Error;
 use crate::flows::refresh::{RefreshFlights, RefreshPolicy, Refresher};
 use crate::flows::Deps;
+use crate::metrics::Metrics;
 use crate::oidc::{OidcHttp, ProviderHandle};
 use crate::session::{CookieCodec, ExpiryPolicy};
 use crate::store::{LoadedSession, RedisHandle, RedisStore, Store};
@@ -35,6 +36,9 @@ pub struct AppState {
     pub flights: Arc<RefreshFlights>,
     /// Whether the instance is shutting down, shared by every worker.
     pub lifecycle: Arc<Lifecycle>,
+    /// The server's metrics, shared by every worker (also counted by the store's
+    /// connection, which carries the same handle).
+    pub metrics: Metrics,
 }
 
 /// Serving, or draining before shutdown (`/readyz` turns 503 first, so load
@@ -75,15 +79,17 @@ impl SessionLookup {
 }
 
 impl AppState {
-    /// `redis` is this worker's own connection handle.
+    /// `redis` is this worker's own connection handle, counting in `metrics`.
     pub fn new(
         settings: Arc<Settings>,
         provider: Arc<ProviderHandle>,
         redis: RedisHandle,
         flights: Arc<RefreshFlights>,
         lifecycle: Arc<Lifecycle>,
+        metrics: Metrics,
     ) -> Self {
         let s = &settings.session;
+        let redis = redis.with_metrics(metrics.clone());
         let expiry = ExpiryPolicy::new(s.idle_timeout, s.absolute_timeout);
         let store = RedisStore::new(redis, s.key_prefix.clone(), expiry);
         Self {
@@ -96,6 +102,7 @@ impl AppState {
                 .finish(),
             flights,
             lifecycle,
+            metrics,
             store,
             expiry,
             provider,
@@ -110,6 +117,7 @@ impl AppState {
             store: &self.store,
             provider: &self.provider,
             http: &self.http,
+            metrics: &self.metrics,
         }
     }
 
@@ -122,6 +130,7 @@ impl AppState {
             flights: &self.flights,
             oidc: &self.settings.oidc,
             policy: RefreshPolicy::new(&self.settings),
+            metrics: &self.metrics,
         }
     }
 

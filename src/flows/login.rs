@@ -9,6 +9,7 @@
 
 use super::Deps;
 use crate::error::{Error, LoginError};
+use crate::metrics::SessionEnd;
 use crate::oidc::callback::{complete_login, AuthorizationResponse};
 use crate::oidc::login::{authorization_request, safe_return_to};
 use crate::oidc::logout::revoke_refresh_token;
@@ -105,6 +106,7 @@ async fn end_replaced<S: Store>(
         return deps.store.delete_session(old).await;
     };
     deps.store.end_session(&replaced).await?;
+    deps.metrics.session_ended(SessionEnd::Replaced);
     let same_grant = replaced.record.sub == new.sub && replaced.record.sid == new.sid;
     let token = replaced.record.tokens.refresh_token;
     if let (false, Some(token), Ok(provider)) = (same_grant, token, deps.provider.get()) {

@@ -5,6 +5,7 @@ pub mod callback;
 pub mod health;
 pub mod login;
 pub mod logout;
+pub mod metrics;
 pub mod spa;
 pub mod user;
 
@@ -20,6 +21,7 @@ use actix_web::{web, HttpResponse};
 pub fn configure(settings: &Settings) -> impl FnOnce(&mut web::ServiceConfig) {
     let static_dir = settings.server.static_dir.clone();
     let routes = settings.routes.clone();
+    let metrics_here = settings.server.metrics_listen.is_none();
     move |cfg| {
         // Unauthenticated callers make spa-bff store login state here: rate-limited.
         cfg.service(get_only(paths::LOGIN, login::login).wrap(from_fn(limit_logins)))
@@ -41,6 +43,9 @@ pub fn configure(settings: &Settings) -> impl FnOnce(&mut web::ServiceConfig) {
                         ))
                     })),
             );
+        if metrics_here {
+            cfg.service(get_only(paths::METRICS, metrics::metrics));
+        }
         crate::proxy::configure(cfg, &routes);
         let proxied = routes.into_iter().map(|r| r.prefix).collect();
         spa::configure(cfg, static_dir, proxied);
@@ -48,7 +53,7 @@ pub fn configure(settings: &Settings) -> impl FnOnce(&mut web::ServiceConfig) {
 }
 
 /// A resource answering GET (and HEAD) with `handler`, and 405 for other methods.
-fn get_only<F, Args>(path: &str, handler: F) -> actix_web::Resource
+pub fn get_only<F, Args>(path: &str, handler: F) -> actix_web::Resource
 where
     F: actix_web::Handler<Args>,
     Args: actix_web::FromRequest + 'static,
