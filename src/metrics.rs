@@ -216,18 +216,24 @@ impl Metrics {
         let registry = Registry::new();
         let counter = |name: &str, help: &str, labels: &[&str]| {
             let c = IntCounterVec::new(Opts::new(name, help), labels).expect("valid metric");
-            registry.register(Box::new(c.clone())).expect("unique metric");
+            registry
+                .register(Box::new(c.clone()))
+                .expect("unique metric");
             c
         };
         let histogram = |name: &str, help: &str, labels: &[&str], buckets: &[f64]| {
             let opts = HistogramOpts::new(name, help).buckets(buckets.to_vec());
             let h = HistogramVec::new(opts, labels).expect("valid metric");
-            registry.register(Box::new(h.clone())).expect("unique metric");
+            registry
+                .register(Box::new(h.clone()))
+                .expect("unique metric");
             h
         };
         let gauge = |name: &str, help: &str| {
             let g = IntGauge::new(name, help).expect("valid metric");
-            registry.register(Box::new(g.clone())).expect("unique metric");
+            registry
+                .register(Box::new(g.clone()))
+                .expect("unique metric");
             g
         };
         let http_requests = counter(
@@ -385,7 +391,10 @@ impl Metrics {
     pub fn redis_op(&self, elapsed: Duration, failure: Option<RedisFailure>) {
         self.inner.redis_duration.observe(elapsed.as_secs_f64());
         if let Some(f) = failure {
-            self.inner.redis_errors.with_label_values(&[f.label()]).inc();
+            self.inner
+                .redis_errors
+                .with_label_values(&[f.label()])
+                .inc();
         }
     }
 

@@ -22,7 +22,9 @@ pub async fn callback(req: HttpRequest, state: web::Data<AppState>) -> HttpRespo
         replaces: state.cookies.read_session(&req),
     };
     let finished = login::finish(&state.deps(), callback, now_ms()).await;
-    state.metrics.login(finished.as_ref().map(|_| ()).map_err(Error::code));
+    state
+        .metrics
+        .login(finished.as_ref().map(|_| ()).map_err(Error::code));
     let mut res = match finished {
         Ok(done) => HttpResponse::Found()
             .insert_header((header::LOCATION, done.return_to))

@@ -43,15 +43,13 @@ impl ExpiryPolicy {
     /// Which timeout ended the session, or `None` while it lives at `now`: the
     /// deadline that came first (idle when both are equal).
     pub fn ended_by(&self, created: UnixMs, last_seen: UnixMs, now: UnixMs) -> Option<Ended> {
-        self.remaining(created, last_seen, now)
-            .is_none()
-            .then(|| {
-                let idle_end = last_seen.saturating_add(self.idle.as_millis() as u64);
-                match idle_end <= self.absolute_expires_at(created) {
-                    true => Ended::Idle,
-                    false => Ended::Absolute,
-                }
-            })
+        self.remaining(created, last_seen, now).is_none().then(|| {
+            let idle_end = last_seen.saturating_add(self.idle.as_millis() as u64);
+            match idle_end <= self.absolute_expires_at(created) {
+                true => Ended::Idle,
+                false => Ended::Absolute,
+            }
+        })
     }
 
     /// Whether `last_seen` is stale enough to be written back. Writing on every

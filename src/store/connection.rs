@@ -145,6 +145,9 @@ impl RedisHandle {
         let started = Instant::now();
         let deadline = started + self.timeout;
         let mut used = None;
+        // A command the server did not answer in time fails with the connection's own
+        // response timeout: that is a timeout too, not an error answer.
+        let mut timed_out = false;
         let outcome = tokio::time::timeout_at(deadline, async {
             let lease = self.lease(deadline).await?;
             used = Some(lease.id);
@@ -155,11 +158,13 @@ impl RedisHandle {
                     let lease = self.lease(deadline).await?;
                     used = Some(lease.id);
                     op(lease.connected.connection.clone()).await.map_err(|e| {
+                        timed_out = e.is_timeout();
                         self.after_error(lease.id, &e);
                         unavailable(&e)
                     })
                 }
                 Err(e) => {
+                    timed_out = e.is_timeout();
                     self.after_error(lease.id, &e);
                     Err(unavailable(&e))
                 }
@@ -168,8 +173,8 @@ impl RedisHandle {
         .await;
         let failure = match &outcome {
             Ok(Ok(_)) => None,
-            Ok(Err(_)) => Some(RedisFailure::Error),
-            Err(_) => Some(RedisFailure::Timeout),
+            Ok(Err(_)) if !timed_out => Some(RedisFailure::Error),
+            Ok(Err(_)) | Err(_) => Some(RedisFailure::Timeout),
         };
         self.metrics.redis_op(started.elapsed(), failure);
         match outcome {

@@ -11,6 +11,7 @@ mod fake_op;
 mod layers;
 mod login;
 mod long_lived;
+mod metrics;
 mod proxy;
 mod redis_deployments;
 mod resilience;
