@@ -85,6 +85,11 @@ impl App {
     /// Like [`App::build`] on an already bound listener (tests bind port 0).
     pub fn build_with_listener(settings: Settings, listener: TcpListener) -> io::Result<App> {
         let port = listener.local_addr()?.port();
+        // Bound first: an address in use fails the build before any server runs.
+        let metrics_listener = match &settings.server.metrics_listen {
+            Some(addr) => Some(TcpListener::bind(addr)?),
+            None => None,
+        };
         let redis = RedisHandle::new(&settings.session.redis)
             .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, detail(&e)))?;
         let settings = Arc::new(settings);
@@ -153,8 +158,8 @@ impl App {
             server = server.workers(n);
         }
         let server = server.run();
-        let metrics_server = match &settings.server.metrics_listen {
-            Some(addr) => Some(metrics_server(addr, metrics)?),
+        let metrics_server = match metrics_listener {
+            Some(listener) => Some(metrics_server(listener, metrics)?),
             None => None,
         };
         let shutdown = Shutdown {
@@ -215,8 +220,7 @@ impl App {
 
 /// The second server of `server.metrics_listen`: `GET /metrics` and nothing else
 /// (everything else is 404), one worker. Its scrapes are not counted.
-fn metrics_server(addr: &str, metrics: Metrics) -> io::Result<(Server, u16)> {
-    let listener = TcpListener::bind(addr)?;
+fn metrics_server(listener: TcpListener, metrics: Metrics) -> io::Result<(Server, u16)> {
     let port = listener.local_addr()?.port();
     let server = HttpServer::new(move || {
         actix_web::App::new()
