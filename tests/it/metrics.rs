@@ -506,3 +506,66 @@ async fn with_metrics_listen_metrics_are_served_only_on_that_listener() {
         &[("version", env!("CARGO_PKG_VERSION")), ("profile", "debug")]
     ));
 }
+
+/// Whether something accepts connections on 127.0.0.1:`port`.
+fn listening(port: u16) -> bool {
+    std::net::TcpStream::connect_timeout(
+        &std::net::SocketAddr::from(([127, 0, 0, 1], port)),
+        Duration::from_millis(200),
+    )
+    .is_ok()
+}
+
+#[actix_web::test]
+async fn the_binary_serves_metrics_on_metrics_listen_from_the_environment_and_closes_both_on_sigterm(
+) {
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("spa-bff.toml");
+    let client = support::RegisteredClient {
+        client_id: "metrics".into(),
+        client_secret: "metrics-secret".into(),
+        metadata: serde_json::Value::Null,
+    };
+    let opts = AppOptions::default_offline();
+    let toml = crate::support::app::settings_toml(&opts, "http://127.0.0.1:8080", "m:", &client);
+    std::fs::write(&config, toml).unwrap();
+    let (port, metrics_port) = (support::free_port(), support::free_port());
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_spa-bff"))
+        .arg("--config")
+        .arg(&config)
+        .env("SPA_BFF__SERVER__LISTEN", format!("127.0.0.1:{port}"))
+        .env(
+            "SPA_BFF__SERVER__METRICS_LISTEN",
+            format!("127.0.0.1:{metrics_port}"),
+        )
+        .env("SPA_BFF__SERVER__SHUTDOWN_DELAY", "0s")
+        .env("RUST_LOG", "error")
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("spawn spa-bff");
+    support::eventually(Duration::from_secs(20), "spa-bff listening", || async {
+        (listening(port) && listening(metrics_port)).then_some(())
+    })
+    .await;
+
+    let browser = Browser::new();
+    let main = format!("http://127.0.0.1:{port}/metrics");
+    assert_eq!(browser.get(&main).await.status, 404);
+    let m = scrape_url(&format!("http://127.0.0.1:{metrics_port}/metrics")).await;
+    assert_eq!(m.requests("/metrics", "4xx"), 1.0);
+    assert!(m.has(
+        "spa_bff_build_info",
+        &[("version", env!("CARGO_PKG_VERSION")), ("profile", "debug")]
+    ));
+
+    // SIGTERM (with no drain delay): the process exits and both listeners close.
+    unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
+    let status = support::eventually(Duration::from_secs(15), "spa-bff exits", || {
+        let exited = child.try_wait().unwrap();
+        async move { exited }
+    })
+    .await;
+    assert!(status.success(), "{status:?}");
+    assert!(!listening(port) && !listening(metrics_port));
+}
