@@ -1,4 +1,5 @@
-//! Builds the HTTP server: shared state, middleware, the route table; runs it until
+//! Builds the HTTP server: shared state, middleware, the route table (and, with
+//! `server.metrics_listen`, a second listener serving only `/metrics`); runs it until
 //! a signal, draining first ([`Shutdown`]); and checks a configuration against the
 //! real provider and Redis ([`check_online`]).
 
@@ -9,6 +10,7 @@ use crate::edge::Edge;
 use crate::error::{render_errors, Error};
 use crate::flows::client_token::ClientTokens;
 use crate::flows::refresh::RefreshFlights;
+use crate::metrics::{count_requests, Metrics};
 use crate::oidc::{OidcHttp, ProviderHandle};
 use crate::routes;
 use crate::state::{AppState, Lifecycle};
@@ -26,6 +28,8 @@ use std::time::Duration;
 pub struct App {
     port: u16,
     server: Server,
+    /// The `/metrics`-only server on `server.metrics_listen`, and its port.
+    metrics_server: Option<(Server, u16)>,
     provider: Arc<ProviderHandle>,
     shutdown: Shutdown,
 }
@@ -37,6 +41,8 @@ pub struct App {
 #[derive(Clone)]
 pub struct Shutdown {
     handle: ServerHandle,
+    /// The `/metrics`-only server's, stopped with the main one.
+    metrics_handle: Option<ServerHandle>,
     lifecycle: Arc<Lifecycle>,
     delay: Duration,
 }
@@ -52,13 +58,20 @@ impl Shutdown {
             "shutting down: /readyz answers 503, the listener closes after the delay"
         );
         actix_web::rt::time::sleep(self.delay).await;
-        self.handle.stop(true).await;
+        self.stop_all().await;
     }
 
     /// Stops without the readiness delay (in-flight requests still finish).
     pub async fn now(self) {
         self.lifecycle.start_draining();
+        self.stop_all().await;
+    }
+
+    async fn stop_all(self) {
         self.handle.stop(true).await;
+        if let Some(metrics) = self.metrics_handle {
+            metrics.stop(true).await;
+        }
     }
 }
 
@@ -73,6 +86,11 @@ impl App {
     /// Like [`App::build`] on an already bound listener (tests bind port 0).
     pub fn build_with_listener(settings: Settings, listener: TcpListener) -> io::Result<App> {
         let port = listener.local_addr()?.port();
+        // Bound first: an address in use fails the build before any server runs.
+        let metrics_listener = match &settings.server.metrics_listen {
+            Some(addr) => Some(TcpListener::bind(addr)?),
+            None => None,
+        };
         let redis = RedisHandle::new(&settings.session.redis)
             .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, detail(&e)))?;
         let settings = Arc::new(settings);
@@ -81,6 +99,7 @@ impl App {
         actix_web::rt::spawn(log_redis_report(redis.clone()));
 
         let workers = settings.server.workers;
+        let metrics = Metrics::new(&settings);
         let flights = Arc::new(RefreshFlights::default());
         let client_tokens = Arc::new(ClientTokens::default());
         let edge = Edge::new(&settings);
@@ -92,20 +111,32 @@ impl App {
             lifecycle.clone(),
             client_tokens,
             edge,
+            metrics.clone(),
         );
         let (target, timeout) = (redis.target(), redis.timeout());
         let mut server = HttpServer::new(move || {
-            let (settings, provider, flights, lifecycle, client_tokens, edge) = shared.clone();
+            let (settings, provider, flights, lifecycle, client_tokens, edge, metrics) =
+                shared.clone();
             let configure = routes::configure(&settings);
             // Each worker keeps a connection of its own.
             let redis = RedisHandle::with_target(target.clone(), timeout);
-            let state = AppState::new(settings, provider, redis, flights, lifecycle, client_tokens);
+            let state = AppState::new(
+                settings,
+                provider,
+                redis,
+                flights,
+                lifecycle,
+                client_tokens,
+                metrics.clone(),
+            );
             // Middleware, innermost first: the head-size limit answers with an error
             // that render_errors turns into a page for navigations; identify_client is
-            // outermost so that the request span already knows the client.
+            // outermost so that the request span already knows the client;
+            // count_requests sees the status every other middleware settled on.
             actix_web::App::new()
                 .app_data(web::Data::new(state))
                 .app_data(edge)
+                .app_data(metrics)
                 .configure(configure)
                 .wrap(from_fn(limit_headers))
                 .wrap(from_fn(render_errors))
@@ -115,6 +146,7 @@ impl App {
                         .add(("Referrer-Policy", "no-referrer"))
                         .add(("X-Frame-Options", "DENY")),
                 )
+                .wrap(from_fn(count_requests))
                 .wrap(from_fn(trace_requests))
                 .wrap(from_fn(identify_client))
         })
@@ -133,14 +165,20 @@ impl App {
             server = server.workers(n);
         }
         let server = server.run();
+        let metrics_server = match metrics_listener {
+            Some(listener) => Some(metrics_server(listener, metrics)?),
+            None => None,
+        };
         let shutdown = Shutdown {
             handle: server.handle(),
+            metrics_handle: metrics_server.as_ref().map(|(s, _)| s.handle()),
             lifecycle,
             delay: settings.server.shutdown_delay,
         };
         Ok(App {
             port,
             server,
+            metrics_server,
             provider,
             shutdown,
         })
@@ -148,6 +186,11 @@ impl App {
 
     pub fn port(&self) -> u16 {
         self.port
+    }
+
+    /// The port of the `/metrics`-only listener, when `server.metrics_listen` is set.
+    pub fn metrics_port(&self) -> Option<u16> {
+        self.metrics_server.as_ref().map(|(_, port)| *port)
     }
 
     /// Stops the server (`handle().stop(true)` drains in-flight requests).
@@ -169,8 +212,40 @@ impl App {
     /// SIGINT (Ctrl-C), or a second signal while draining, stops without the delay.
     pub async fn run(self) -> io::Result<()> {
         actix_web::rt::spawn(stop_on_signals(self.shutdown.clone()));
-        self.server.await
+        let metrics = self.metrics_server.map(|(server, _)| {
+            let handle = server.handle();
+            actix_web::rt::spawn(server);
+            handle
+        });
+        let result = self.server.await;
+        if let Some(metrics) = metrics {
+            metrics.stop(true).await;
+        }
+        result
     }
+}
+
+/// The second server of `server.metrics_listen`: `GET /metrics` and nothing else
+/// (everything else is 404), one worker. Its scrapes are not counted.
+fn metrics_server(listener: TcpListener, metrics: Metrics) -> io::Result<(Server, u16)> {
+    let port = listener.local_addr()?.port();
+    let server = HttpServer::new(move || {
+        actix_web::App::new()
+            .app_data(metrics.clone())
+            .service(routes::get_only(
+                crate::paths::METRICS,
+                routes::metrics::metrics,
+            ))
+            .default_service(web::to(|| async {
+                actix_web::HttpResponse::from_error(Error::NotFound)
+            }))
+    })
+    .workers(1)
+    .listen(listener)?
+    .disable_signals()
+    .shutdown_timeout(1)
+    .run();
+    Ok((server, port))
 }
 
 async fn stop_on_signals(shutdown: Shutdown) {

@@ -10,6 +10,7 @@ pub mod csrf;
 pub mod edge;
 pub mod error;
 pub mod flows;
+pub mod metrics;
 pub mod net;
 pub mod oidc;
 pub mod paths;

@@ -22,6 +22,9 @@ pub const HEALTHZ: &str = "/healthz";
 pub const READYZ: &str = "/readyz";
 /// `POST`: OpenID Connect back-channel logout tokens from the provider.
 pub const BACKCHANNEL_LOGOUT: &str = "/backchannel-logout";
+/// `GET`: Prometheus metrics (on the main listener unless `server.metrics_listen` is
+/// set; reserved either way).
+pub const METRICS: &str = "/metrics";
 
 /// Every path spa-bff answers itself: nothing under them is proxied or served as a page.
 pub const RESERVED: &[&str] = &[
@@ -32,6 +35,7 @@ pub const RESERVED: &[&str] = &[
     HEALTHZ,
     READYZ,
     BACKCHANNEL_LOGOUT,
+    METRICS,
 ];
 
 /// Whether `path` is `base` or lies under it, segment-wise: `/api/x` is under `/api`,

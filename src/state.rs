@@ -12,6 +12,7 @@ use crate::error::Error;
 use crate::flows::client_token::{ClientTokenSource, ClientTokens};
 use crate::flows::refresh::{RefreshFlights, RefreshPolicy, Refresher};
 use crate::flows::Deps;
+use crate::metrics::Metrics;
 use crate::oidc::{OidcHttp, ProviderHandle};
 use crate::session::{CookieCodec, ExpiryPolicy};
 use crate::store::{LoadedSession, RedisHandle, RedisStore, Store};
@@ -39,6 +40,9 @@ pub struct AppState {
     pub client_tokens: Arc<ClientTokens>,
     /// Whether the instance is shutting down, shared by every worker.
     pub lifecycle: Arc<Lifecycle>,
+    /// The server's metrics, shared by every worker (also counted by the store's
+    /// connection, which carries the same handle).
+    pub metrics: Metrics,
 }
 
 /// Serving, or draining before shutdown (`/readyz` turns 503 first, so load
@@ -79,7 +83,7 @@ impl SessionLookup {
 }
 
 impl AppState {
-    /// `redis` is this worker's own connection handle.
+    /// `redis` is this worker's own connection handle, counting in `metrics`.
     pub fn new(
         settings: Arc<Settings>,
         provider: Arc<ProviderHandle>,
@@ -87,8 +91,10 @@ impl AppState {
         flights: Arc<RefreshFlights>,
         lifecycle: Arc<Lifecycle>,
         client_tokens: Arc<ClientTokens>,
+        metrics: Metrics,
     ) -> Self {
         let s = &settings.session;
+        let redis = redis.with_metrics(metrics.clone());
         let expiry = ExpiryPolicy::new(s.idle_timeout, s.absolute_timeout);
         let store = RedisStore::new(redis, s.key_prefix.clone(), expiry);
         Self {
@@ -104,6 +110,7 @@ impl AppState {
             flights,
             lifecycle,
             client_tokens,
+            metrics,
             store,
             expiry,
             provider,
@@ -118,6 +125,7 @@ impl AppState {
             store: &self.store,
             provider: &self.provider,
             http: &self.http,
+            metrics: &self.metrics,
         }
     }
 
@@ -130,6 +138,7 @@ impl AppState {
             flights: &self.flights,
             oidc: &self.settings.oidc,
             policy: RefreshPolicy::new(&self.settings),
+            metrics: &self.metrics,
         }
     }
 

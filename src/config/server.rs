@@ -47,6 +47,10 @@ pub struct ServerSettings {
     /// `/readyz` answers 503 while requests are still served, before the listener
     /// closes (default 5s; `0s` stops at once).
     pub shutdown_delay: Duration,
+    /// `server.metrics_listen` (`SPA_BFF__SERVER__METRICS_LISTEN`): socket address of a
+    /// second listener serving only `GET /metrics`; then the main listener answers 404
+    /// there. Unset (the default): `/metrics` is on the main listener.
+    pub metrics_listen: Option<String>,
 }
 
 /// An IP network such as `10.0.0.0/8` or `2001:db8::/32` (a bare address is a /32 or
@@ -200,6 +204,22 @@ pub(super) fn read(r: &mut Reader<'_>) -> Option<ServerSettings> {
             Duration::from_secs(5)
         }),
     };
+    let metrics_listen = r.string("server", "metrics_listen");
+    if let Some(addr) = &metrics_listen {
+        match addr.parse::<std::net::SocketAddr>() {
+            Err(_) => r.err(
+                "server",
+                "metrics_listen",
+                format!("{addr:?} is not an address like 127.0.0.1:9100"),
+            ),
+            Ok(a) if a.port() != 0 && *addr == listen => r.err(
+                "server",
+                "metrics_listen",
+                "must differ from server.listen (unset it to serve /metrics there)",
+            ),
+            Ok(_) => {}
+        }
+    }
     Some(ServerSettings {
         listen,
         public_url: public_url?,
@@ -211,6 +231,7 @@ pub(super) fn read(r: &mut Reader<'_>) -> Option<ServerSettings> {
         request_body_timeout,
         max_header_bytes,
         shutdown_delay,
+        metrics_listen,
     })
 }
 
@@ -300,7 +321,7 @@ mod tests {
             "[oidc]",
             "trusted_proxies = [\"10.0.0.0/8\", \"10.0.0.1/8\", \"nope\"]\n\
              login_rate_limit = \"lots\"\nmax_header_bytes = \"big\"\n\
-             request_body_timeout = \"0s\"\n[oidc]",
+             request_body_timeout = \"0s\"\nmetrics_listen = \"metrics\"\n[oidc]",
         );
         let all = Settings::from_toml_str(&text).unwrap_err().0.join("\n");
         for needle in [
@@ -309,6 +330,7 @@ mod tests {
             "server.login_rate_limit",
             "server.max_header_bytes",
             "server.request_body_timeout: must be greater than zero",
+            "server.metrics_listen: \"metrics\" is not an address",
         ] {
             assert!(all.contains(needle), "missing {needle:?} in:\n{all}");
         }

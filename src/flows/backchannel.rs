@@ -7,6 +7,7 @@
 
 use super::Deps;
 use crate::error::Error;
+use crate::metrics::SessionEnd;
 use crate::oidc::backchannel::{verify_logout_token, MAX_AGE_SECS};
 use crate::store::{LogoutScope, Store};
 use std::time::Duration;
@@ -29,6 +30,7 @@ pub async fn logout<S: Store>(
         (None, None) => return Ok(0), // verify_logout_token requires one of them
     };
     let ended = deps.store.end_sessions_of(scope).await?;
+    deps.metrics.sessions_ended(SessionEnd::BackChannel, ended);
     // A concurrent delivery of the same token may have recorded it meanwhile: the
     // sessions are ended either way.
     let window = Duration::from_secs(2 * MAX_AGE_SECS);

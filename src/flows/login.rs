@@ -13,6 +13,7 @@
 use super::Deps;
 use crate::config::{user_route_resources, Settings};
 use crate::error::{Error, LoginError};
+use crate::metrics::SessionEnd;
 use crate::oidc::callback::{complete_login, AuthorizationResponse, Completion};
 use crate::oidc::login::{
     authorization_request, safe_return_to, with_silent_outcome, LoginOptions,
@@ -171,6 +172,7 @@ async fn end_replaced<S: Store>(
         return deps.store.delete_session(old).await;
     };
     deps.store.end_session(&replaced).await?;
+    deps.metrics.session_ended(SessionEnd::Replaced);
     let same_grant = replaced.record.sub == new.sub && replaced.record.sid == new.sid;
     let token = replaced.record.tokens.refresh_token;
     if let (false, Some(token), Ok(provider)) = (same_grant, token, deps.provider.get()) {

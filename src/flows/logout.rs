@@ -6,6 +6,7 @@
 use super::Deps;
 use crate::csrf;
 use crate::error::Error;
+use crate::metrics::SessionEnd;
 use crate::oidc::logout::{logout_url, revoke_refresh_token};
 use crate::store::{LoadedSession, Store};
 use actix_web::http::header::{self, HeaderMap};
@@ -55,6 +56,7 @@ pub async fn end<S: Store>(
 ) -> Result<String, Error> {
     if let Some(s) = &session {
         deps.store.end_session(s).await?;
+        deps.metrics.session_ended(SessionEnd::Logout);
         tracing::info!(session = %&s.reference.storage_id()[..8], "logged out");
     }
     let provider = deps.provider.get().ok();

@@ -13,6 +13,7 @@ pub mod logout;
 pub mod refresh;
 
 use crate::config::Settings;
+use crate::metrics::Metrics;
 use crate::oidc::{OidcHttp, ProviderHandle};
 
 /// What the login, logout and back-channel flows need from the application.
@@ -21,4 +22,6 @@ pub struct Deps<'a, S> {
     pub store: &'a S,
     pub provider: &'a ProviderHandle,
     pub http: &'a OidcHttp,
+    /// Where session endings are counted.
+    pub metrics: &'a Metrics,
 }

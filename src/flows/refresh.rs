@@ -66,6 +66,7 @@
 
 use crate::config::{OidcSettings, Settings};
 use crate::error::Error;
+use crate::metrics::{Metrics, RefreshOutcome, SessionEnd};
 use crate::oidc::logout::revoke_refresh_token;
 use crate::oidc::refresh::{refresh_tokens, RefreshError};
 use crate::oidc::refreshed_id_token::RefreshedIdToken;
@@ -124,6 +125,8 @@ pub struct Refresher<'a, S> {
     /// For revoking refresh tokens nobody will use.
     pub oidc: &'a OidcSettings,
     pub policy: RefreshPolicy,
+    /// Where refresh outcomes are counted.
+    pub metrics: &'a Metrics,
 }
 
 impl<S: Store + Clone + 'static> Refresher<'_, S> {
@@ -192,6 +195,7 @@ impl<S: Store + Clone + 'static> Refresher<'_, S> {
             })?;
         let session = self.current(&session.reference).await?;
         if !need.applies(&session.record.tokens, now_ms(), skew) {
+            self.metrics.refresh(RefreshOutcome::LockWait);
             return Ok(session); // refreshed by a request we waited for
         }
         if let Some(detail) = self.flights.recent_failure(&id) {
@@ -221,6 +225,7 @@ impl<S: Store + Clone + 'static> Refresher<'_, S> {
             actix_web::rt::time::sleep(POLL_INTERVAL).await;
             let current = self.current(&reference).await?;
             if !need.applies(&current.record.tokens, now_ms(), self.policy.skew) {
+                self.metrics.refresh(RefreshOutcome::LockWait);
                 return Ok(current); // another instance refreshed
             }
             if Instant::now() >= give_up {
@@ -303,14 +308,17 @@ impl<S: Store + Clone + 'static> Refresher<'_, S> {
                 | RefreshError::NoRefreshToken),
             ) => {
                 tracing::warn!(session = %short, "refresh refused: {e}");
+                self.metrics.refresh(RefreshOutcome::InvalidGrant);
                 return done(self.end_unless_changed(&session).await);
             }
             Err(RefreshError::Unavailable(detail)) => {
+                self.metrics.refresh(RefreshOutcome::ProviderError);
                 self.flights.remember_failure(id, &detail);
                 return done(Err(Error::ProviderUnavailable(detail)));
             }
         };
         self.flights.forget_failure(id);
+        self.metrics.refresh(RefreshOutcome::Ok);
         let mut kept = Kept {
             from: tokens.clone(),
             tokens: refreshed.tokens,
@@ -371,7 +379,11 @@ impl<S: Store + Clone + 'static> Refresher<'_, S> {
     /// newer tokens since it was read (then those are the session's now).
     async fn end_unless_changed(&self, session: &LoadedSession) -> Result<LoadedSession, Error> {
         match self.store.end_session_if_unchanged(session).await? {
-            EndOutcome::Ended | EndOutcome::Gone => Err(Error::Unauthenticated),
+            EndOutcome::Ended => {
+                self.metrics.session_ended(SessionEnd::RefreshRefused);
+                Err(Error::Unauthenticated)
+            }
+            EndOutcome::Gone => Err(Error::Unauthenticated),
             EndOutcome::Changed => self.current(&session.reference).await,
         }
     }

@@ -226,6 +226,7 @@ impl Call<'_> {
         body: OutgoingBody,
     ) -> Result<awc::ClientResponse<impl UpstreamBody>, Error> {
         let upstream = prepare_upstream(self.req, self.state, self.route, &self.rest, token)?;
+        let _timer = self.state.metrics.upstream_timer(&self.route.prefix);
         send_upstream(upstream, body).await
     }
 

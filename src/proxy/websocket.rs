@@ -163,6 +163,7 @@ async fn watch_tunnel(
     activity: Rc<Cell<Instant>>,
     close: watch::Sender<Option<CloseReason>>,
 ) {
+    let _open = watch.state.metrics.tunnel_open(); // for as long as the tunnel lives
     let opened = Instant::now();
     let mut next_check = opened + SESSION_CHECK_INTERVAL;
     loop {

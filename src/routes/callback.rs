@@ -11,7 +11,9 @@ use actix_web::{web, HttpRequest, HttpResponse};
 pub async fn callback(req: HttpRequest, state: web::Data<AppState>) -> HttpResponse {
     let response = AuthorizationResponse::from_pairs(query_pairs(&req));
     let Some(login_state) = response.state.as_deref() else {
-        return HttpResponse::from_error(Error::from(LoginError::MissingState));
+        let error = Error::from(LoginError::MissingState);
+        state.metrics.login(Err(error.code()));
+        return HttpResponse::from_error(error);
     };
     let callback = Callback {
         response: &response,
@@ -19,7 +21,13 @@ pub async fn callback(req: HttpRequest, state: web::Data<AppState>) -> HttpRespo
         started_here: state.cookies.has_login(&req, login_state),
         replaces: state.cookies.read_session(&req),
     };
-    let mut res = match login::finish(&state.deps(), callback, now_ms()).await {
+    let finished = login::finish(&state.deps(), callback, now_ms()).await;
+    state.metrics.login(match &finished {
+        Ok(Finished::SignedIn { .. }) => Ok(()),
+        Ok(Finished::NotSignedIn { .. }) => Err("silent_login_without_session"),
+        Err(e) => Err(e.code()),
+    });
+    let mut res = match finished {
         Ok(Finished::SignedIn { session, return_to }) => HttpResponse::Found()
             .insert_header((header::LOCATION, return_to))
             .insert_header((header::CACHE_CONTROL, "no-store"))

@@ -6,6 +6,7 @@ pub mod health;
 pub mod jwks;
 pub mod login;
 pub mod logout;
+pub mod metrics;
 pub mod spa;
 pub mod user;
 
@@ -22,6 +23,7 @@ pub fn configure(settings: &Settings) -> impl FnOnce(&mut web::ServiceConfig) {
     let static_dir = settings.server.static_dir.clone();
     let routes = settings.routes.clone();
     let jwks_path = settings.oidc.jwks_path.clone();
+    let metrics_here = settings.server.metrics_listen.is_none();
     move |cfg| {
         // Unauthenticated callers make spa-bff store login state here: rate-limited.
         cfg.service(get_only(paths::LOGIN, login::login).wrap(from_fn(limit_logins)))
@@ -46,6 +48,9 @@ pub fn configure(settings: &Settings) -> impl FnOnce(&mut web::ServiceConfig) {
         if let Some(path) = &jwks_path {
             cfg.service(get_only(path, jwks::jwks));
         }
+        if metrics_here {
+            cfg.service(get_only(paths::METRICS, metrics::metrics));
+        }
         crate::proxy::configure(cfg, &routes);
         let proxied = routes.into_iter().map(|r| r.prefix).collect();
         spa::configure(cfg, static_dir, proxied);
@@ -53,7 +58,7 @@ pub fn configure(settings: &Settings) -> impl FnOnce(&mut web::ServiceConfig) {
 }
 
 /// A resource answering GET (and HEAD) with `handler`, and 405 for other methods.
-fn get_only<F, Args>(path: &str, handler: F) -> actix_web::Resource
+pub fn get_only<F, Args>(path: &str, handler: F) -> actix_web::Resource
 where
     F: actix_web::Handler<Args>,
     Args: actix_web::FromRequest + 'static,

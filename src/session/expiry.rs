@@ -4,6 +4,15 @@
 use crate::time::UnixMs;
 use std::time::Duration;
 
+/// Which timeout ended a session.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Ended {
+    /// `idle` passed without a request.
+    Idle,
+    /// `absolute` passed since the login.
+    Absolute,
+}
+
 #[derive(Debug, Clone, Copy)]
 pub struct ExpiryPolicy {
     pub idle: Duration,
@@ -29,6 +38,18 @@ impl ExpiryPolicy {
     pub fn remaining(&self, created: UnixMs, last_seen: UnixMs, now: UnixMs) -> Option<Duration> {
         let end = self.expires_at(created, last_seen);
         (now < end).then(|| Duration::from_millis(end - now))
+    }
+
+    /// Which timeout ended the session, or `None` while it lives at `now`: the
+    /// deadline that came first (idle when both are equal).
+    pub fn ended_by(&self, created: UnixMs, last_seen: UnixMs, now: UnixMs) -> Option<Ended> {
+        self.remaining(created, last_seen, now).is_none().then(|| {
+            let idle_end = last_seen.saturating_add(self.idle.as_millis() as u64);
+            match idle_end <= self.absolute_expires_at(created) {
+                true => Ended::Idle,
+                false => Ended::Absolute,
+            }
+        })
     }
 
     /// Whether `last_seen` is stale enough to be written back. Writing on every
@@ -70,6 +91,27 @@ mod tests {
         );
         assert!(p.remaining(created, seen, 12 * 60 * MIN).is_none());
         assert_eq!(p.expires_at(created, seen), 12 * 60 * MIN);
+    }
+
+    #[test]
+    fn the_deadline_that_came_first_is_the_reason_a_session_ended() {
+        let p = policy(); // 30 min idle, 12 h absolute
+        let h12 = 12 * 60 * MIN;
+        for (created, seen, now, expected) in [
+            (0, 0, 29 * MIN, None),
+            (0, 0, 30 * MIN, Some(Ended::Idle)),
+            (0, 0, 5 * h12, Some(Ended::Idle)), // idle ended it long before absolute
+            (0, h12 - MIN, h12 - 1, None),
+            (0, h12 - MIN, h12, Some(Ended::Absolute)),
+            (0, h12 - MIN, h12 + 40 * MIN, Some(Ended::Absolute)),
+            (0, h12 - 30 * MIN, h12, Some(Ended::Idle)), // both at once: idle
+        ] {
+            assert_eq!(
+                p.ended_by(created, seen, now),
+                expected,
+                "created {created}, seen {seen}, now {now}"
+            );
+        }
     }
 
     #[test]

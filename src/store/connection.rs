@@ -28,6 +28,7 @@
 use super::topology::{describe, Connected, Connection, RedisReport, Target};
 use crate::config::RedisSettings;
 use crate::error::Error;
+use crate::metrics::{Metrics, RedisFailure};
 use futures_util::future::{BoxFuture, FutureExt, Shared};
 use redis::{ErrorKind, RedisError, RedisResult};
 use std::future::Future;
@@ -46,6 +47,8 @@ pub struct RedisHandle {
     target: Arc<Target>,
     timeout: Duration,
     state: Arc<Mutex<State>>,
+    /// Where every operation's latency and failure is counted.
+    metrics: Metrics,
 }
 
 struct State {
@@ -102,7 +105,18 @@ impl RedisHandle {
                 next_id: 1,
                 reported: None,
             })),
+            metrics: Metrics::default(),
         }
+    }
+
+    /// This handle, counting its operations in `metrics`.
+    pub fn with_metrics(self, metrics: Metrics) -> Self {
+        Self { metrics, ..self }
+    }
+
+    /// The metrics its operations count in (the store counts sessions there too).
+    pub fn metrics(&self) -> &Metrics {
+        &self.metrics
     }
 
     /// The shared target, to give other workers handles of their own.
@@ -128,8 +142,12 @@ impl RedisHandle {
         F: Fn(Connection) -> Fut,
         Fut: Future<Output = RedisResult<T>>,
     {
-        let deadline = Instant::now() + self.timeout;
+        let started = Instant::now();
+        let deadline = started + self.timeout;
         let mut used = None;
+        // A command the server did not answer in time fails with the connection's own
+        // response timeout: that is a timeout too, not an error answer.
+        let mut timed_out = false;
         let outcome = tokio::time::timeout_at(deadline, async {
             let lease = self.lease(deadline).await?;
             used = Some(lease.id);
@@ -140,17 +158,25 @@ impl RedisHandle {
                     let lease = self.lease(deadline).await?;
                     used = Some(lease.id);
                     op(lease.connected.connection.clone()).await.map_err(|e| {
+                        timed_out = e.is_timeout();
                         self.after_error(lease.id, &e);
                         unavailable(&e)
                     })
                 }
                 Err(e) => {
+                    timed_out = e.is_timeout();
                     self.after_error(lease.id, &e);
                     Err(unavailable(&e))
                 }
             }
         })
         .await;
+        let failure = match &outcome {
+            Ok(Ok(_)) => None,
+            Ok(Err(_)) if !timed_out => Some(RedisFailure::Error),
+            Ok(Err(_)) | Err(_) => Some(RedisFailure::Timeout),
+        };
+        self.metrics.redis_op(started.elapsed(), failure);
         match outcome {
             Ok(result) => result,
             Err(_elapsed) => {

@@ -4,7 +4,10 @@
 //! [`SessionRecord`] as JSON sealed under the per-session secret only the cookie
 //! carries; `created` and `seen` (Unix ms) feed the expiry rules and are not secret;
 //! `ver` is bumped on every rewrite for compare-and-set updates. The key's TTL always
-//! equals the time left under the idle and absolute timeouts.
+//! equals the time left under the idle and absolute timeouts plus [`EXPIRED_KEPT`]:
+//! the rules are enforced in code on every read, and a browser that comes back
+//! shortly after its session ended finds it there, so the session is counted as
+//! ended by the timeout that ended it (metrics), then deleted.
 //!
 //! Redis Cluster: every command, pipeline and script touches one hash tag (one
 //! slot). Work that spans keys of different tags (a session and its index sets, the
@@ -21,7 +24,9 @@ use super::connection::RedisHandle;
 use super::keys::{Keys, LOGIN_DOMAIN};
 use super::{EndOutcome, Liveness, LoadedSession, LogoutScope, RefreshLock, Store, UpdateOutcome};
 use crate::error::Error;
+use crate::metrics::SessionEnd;
 use crate::session::crypto::{open, random_token, seal};
+use crate::session::expiry::Ended;
 use crate::session::{ExpiryPolicy, LoginState, SessionRecord, SessionRef};
 use crate::time::UnixMs;
 use futures_util::future::try_join_all;
@@ -76,6 +81,11 @@ static END_IF_UNCHANGED: LazyLock<Script> = LazyLock::new(|| {
           return 1",
     )
 });
+
+/// How long Redis keeps a session's hash after its idle or absolute timeout (the code
+/// refuses it from the deadline on): long enough for a browser coming back to be told
+/// apart from one that never had a session, so the ending is counted with its reason.
+pub const EXPIRED_KEPT: Duration = Duration::from_secs(5 * 60);
 
 /// Pause between two tries of a lock release.
 const RETRY_PAUSE: Duration = Duration::from_millis(100);
@@ -188,7 +198,7 @@ impl RedisStore {
         let ttl = self
             .expiry
             .remaining(created, now, now)
-            .map(|d| d.as_millis() as u64)
+            .map(|d| (d + EXPIRED_KEPT).as_millis() as u64)
             .unwrap_or(1);
         let mut call = TOUCH.key(key);
         call.arg(now).arg(ttl.max(1));
@@ -248,7 +258,7 @@ impl Store for RedisStore {
         let id = reference.storage_id();
         let key = self.keys.session(id);
         let blob = reference.seal(&serialize(record)?);
-        let ttl = self.expiry.idle.min(self.expiry.absolute).as_millis() as u64;
+        let ttl = (self.expiry.idle.min(self.expiry.absolute) + EXPIRED_KEPT).as_millis() as u64;
         let mut pipe = redis::pipe();
         pipe.atomic()
             .cmd("HSET")
@@ -268,6 +278,7 @@ impl Store for RedisStore {
             .ignore();
         self.pipeline::<()>(&pipe).await?;
         self.index(id, record).await?;
+        self.redis.metrics().session_created();
         Ok(reference)
     }
 
@@ -288,8 +299,16 @@ impl Store for RedisStore {
         let (Some(data), Some(created), Some(seen)) = (data, created, seen) else {
             return Ok(None);
         };
-        if self.expiry.remaining(created, seen, now).is_none() {
-            self.delete_session(reference).await?;
+        if let Some(ended) = self.expiry.ended_by(created, seen, now) {
+            let mut del = redis::cmd("DEL");
+            del.arg(&key);
+            // Counted once, by whoever deleted it.
+            if self.query::<i64>(&del).await? == 1 {
+                self.redis.metrics().session_ended(match ended {
+                    Ended::Idle => SessionEnd::Idle,
+                    Ended::Absolute => SessionEnd::Absolute,
+                });
+            }
             return Ok(None);
         }
         let short = &reference.storage_id()[..8];

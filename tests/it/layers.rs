@@ -11,7 +11,7 @@ const LAYERS: &[&[&str]] = &[
     &["secret", "time", "paths", "error", "net"],
     &["config"],
     &["session", "csrf", "edge"],
-    &["telemetry"],
+    &["telemetry", "metrics"],
     &["store"],
     &["oidc"],
     &["flows"],

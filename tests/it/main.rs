@@ -14,6 +14,7 @@ mod layers;
 mod login;
 mod long_lived;
 mod metadata;
+mod metrics;
 mod par;
 mod prompt;
 mod proxy;

@@ -92,6 +92,8 @@ pub struct TestApp {
     /// Shuts the app down as SIGTERM does (readiness first, then the listener).
     pub shutdown: Shutdown,
     pub cookie_name: String,
+    /// The `/metrics`-only listener's port, when `server.metrics_listen` is set.
+    pub metrics_port: Option<u16>,
 }
 
 impl TestApp {
@@ -125,8 +127,10 @@ impl TestApp {
         let app = App::build_with_listener(settings, listener).expect("build app");
         let handle = app.handle();
         let shutdown = app.shutdown();
+        let metrics_port = app.metrics_port();
         actix_web::rt::spawn(app.run());
         let twin = TestApp {
+            metrics_port,
             shutdown,
             url: format!("http://127.0.0.1:{port}"),
             public_url: self.public_url.clone(),
@@ -281,8 +285,10 @@ pub async fn spawn_app_with(opts: AppOptions, provider: &Provider) -> TestApp {
     let app = App::build_with_listener(settings, listener).expect("build app");
     let handle = app.handle();
     let shutdown = app.shutdown();
+    let metrics_port = app.metrics_port();
     actix_web::rt::spawn(app.run());
     let app = TestApp {
+        metrics_port,
         shutdown,
         url,
         public_url,
