@@ -13,8 +13,9 @@ use crate::flows::refresh::RefreshFlights;
 use crate::metrics::{count_requests, Metrics};
 use crate::oidc::{OidcHttp, ProviderHandle};
 use crate::routes;
-use crate::state::{AppState, Lifecycle};
-use crate::store::{RedisHandle, RedisReport};
+use crate::state::{AppState, Lifecycle, Shared};
+use crate::store::keys::Keys;
+use crate::store::{RedisHandle, RedisReport, SessionEvents};
 use crate::telemetry::trace_requests;
 use actix_web::dev::{Server, ServerHandle};
 use actix_web::middleware::{from_fn, DefaultHeaders};
@@ -100,42 +101,37 @@ impl App {
 
         let workers = settings.server.workers;
         let metrics = Metrics::new(&settings);
-        let flights = Arc::new(RefreshFlights::default());
-        let client_tokens = Arc::new(ClientTokens::default());
         let edge = Edge::new(&settings);
         let lifecycle = Arc::new(Lifecycle::default());
-        let shared = (
-            settings.clone(),
-            provider.clone(),
-            flights,
-            lifecycle.clone(),
-            client_tokens,
-            edge,
-            metrics.clone(),
+        let events = SessionEvents::new(
+            &Keys::new(settings.session.key_prefix.clone()),
+            settings.session.cache_sessions,
         );
+        actix_web::rt::spawn(events.clone().run(redis.target(), redis.timeout()));
+        let shared = Shared {
+            settings: settings.clone(),
+            provider: provider.clone(),
+            flights: Arc::new(RefreshFlights::default()),
+            lifecycle: lifecycle.clone(),
+            client_tokens: Arc::new(ClientTokens::default()),
+            metrics: metrics.clone(),
+            events,
+        };
         let (target, timeout) = (redis.target(), redis.timeout());
         let mut server = HttpServer::new(move || {
-            let (settings, provider, flights, lifecycle, client_tokens, edge, metrics) =
-                shared.clone();
+            let shared = shared.clone();
+            let (settings, metrics) = (shared.settings.clone(), shared.metrics.clone());
             let configure = routes::configure(&settings);
             // Each worker keeps a connection of its own.
             let redis = RedisHandle::with_target(target.clone(), timeout);
-            let state = AppState::new(
-                settings,
-                provider,
-                redis,
-                flights,
-                lifecycle,
-                client_tokens,
-                metrics.clone(),
-            );
+            let state = AppState::new(shared, redis);
             // Middleware, innermost first: the head-size limit answers with an error
             // that render_errors turns into a page for navigations; identify_client is
             // outermost so that the request span already knows the client;
             // count_requests sees the status every other middleware settled on.
             actix_web::App::new()
                 .app_data(web::Data::new(state))
-                .app_data(edge)
+                .app_data(edge.clone())
                 .app_data(metrics)
                 .configure(configure)
                 .wrap(from_fn(limit_headers))

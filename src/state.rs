@@ -1,7 +1,8 @@
 //! Per-worker application state: one struct instead of many `Data` parameters.
-//! Settings, the discovered provider and the refresh flights are shared by all
-//! workers; the awc clients are per worker (awc is not `Send`), and so is the
-//! store's Redis connection handle.
+//! What the whole process shares ([`Shared`]: settings, the discovered provider, the
+//! refresh flights, the session announcements and cache, metrics...) is built once;
+//! the awc clients are per worker (awc is not `Send`), and so is the store's Redis
+//! connection handle.
 //!
 //! Handlers reach the flows through [`AppState::deps`], [`AppState::refresher`]
 //! and [`AppState::client_tokens`], which lend each flow only what it needs.
@@ -15,7 +16,7 @@ use crate::flows::Deps;
 use crate::metrics::Metrics;
 use crate::oidc::{OidcHttp, ProviderHandle};
 use crate::session::{CookieCodec, ExpiryPolicy};
-use crate::store::{LoadedSession, RedisHandle, RedisStore, Store};
+use crate::store::{LoadedSession, RedisHandle, RedisStore, SessionEvents, Store};
 use crate::time::now_ms;
 use actix_web::{HttpRequest, HttpResponse};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -43,6 +44,19 @@ pub struct AppState {
     /// The server's metrics, shared by every worker (also counted by the store's
     /// connection, which carries the same handle).
     pub metrics: Metrics,
+}
+
+/// What every worker of the process shares, built once by `app`.
+#[derive(Clone)]
+pub struct Shared {
+    pub settings: Arc<Settings>,
+    pub provider: Arc<ProviderHandle>,
+    pub flights: Arc<RefreshFlights>,
+    pub lifecycle: Arc<Lifecycle>,
+    pub client_tokens: Arc<ClientTokens>,
+    pub metrics: Metrics,
+    /// The session announcements and the session cache (`store::events`).
+    pub events: Arc<SessionEvents>,
 }
 
 /// Serving, or draining before shutdown (`/readyz` turns 503 first, so load
@@ -83,20 +97,22 @@ impl SessionLookup {
 }
 
 impl AppState {
-    /// `redis` is this worker's own connection handle, counting in `metrics`.
-    pub fn new(
-        settings: Arc<Settings>,
-        provider: Arc<ProviderHandle>,
-        redis: RedisHandle,
-        flights: Arc<RefreshFlights>,
-        lifecycle: Arc<Lifecycle>,
-        client_tokens: Arc<ClientTokens>,
-        metrics: Metrics,
-    ) -> Self {
+    /// `redis` is this worker's own connection handle (it counts in the shared
+    /// metrics).
+    pub fn new(shared: Shared, redis: RedisHandle) -> Self {
+        let Shared {
+            settings,
+            provider,
+            flights,
+            lifecycle,
+            client_tokens,
+            metrics,
+            events,
+        } = shared;
         let s = &settings.session;
         let redis = redis.with_metrics(metrics.clone());
         let expiry = ExpiryPolicy::new(s.idle_timeout, s.absolute_timeout);
-        let store = RedisStore::new(redis, s.key_prefix.clone(), expiry);
+        let store = RedisStore::new(redis, s.key_prefix.clone(), expiry).with_events(events);
         Self {
             http: OidcHttp::new(settings.oidc.http_timeout),
             cookies: CookieCodec::new(s),

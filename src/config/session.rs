@@ -64,6 +64,12 @@ pub struct SessionSettings {
     /// without `__Host-` in secure mode (default false: such a name is refused, since
     /// without the prefix a sibling subdomain can set or shadow the session cookie).
     pub allow_cookie_without_host_prefix: bool,
+    /// `session.cache_sessions` (`SPA_BFF__SESSION__CACHE_SESSIONS`): how many
+    /// sessions each instance keeps decrypted in memory, so a request of a known
+    /// session needs no Redis round trip (default 10000; 0 turns the cache off).
+    /// Copies are dropped within a second of any change on any instance (see
+    /// `store::cache`).
+    pub cache_sessions: usize,
 }
 
 /// Reads `[session]`. Problems are recorded; the settings returned then hold stand-ins.
@@ -111,6 +117,7 @@ pub(super) fn read(r: &mut Reader<'_>) -> SessionSettings {
             .to_string(),
         false => configured_name,
     };
+    let cache_sessions = r.count("session", "cache_sessions", 10_000) as usize;
     SessionSettings {
         redis,
         key_prefix,
@@ -121,6 +128,7 @@ pub(super) fn read(r: &mut Reader<'_>) -> SessionSettings {
         same_site,
         insecure_cookies,
         allow_cookie_without_host_prefix,
+        cache_sessions,
     }
 }
 

@@ -22,9 +22,10 @@
 //!    session and usually finds it fresh;
 //! 2. across instances: the store's refresh lock per session
 //!    ([`Store::try_lock_refresh`], released only by its holder); an instance that
-//!    cannot take it polls the session until the holder has saved new tokens (or
-//!    the lock expired: a crashed holder blocks refreshes at most
-//!    `proxy.refresh_lock_ttl`);
+//!    cannot take it waits until the holder has saved new tokens, woken by the
+//!    save's announcement ([`Store::watch`]; a lost race costs about one round trip)
+//!    and polling every 50 ms as a fallback, or until the lock expired (a crashed
+//!    holder blocks refreshes at most `proxy.refresh_lock_ttl`);
 //! 3. the save is a compare-and-set on the session's version
 //!    ([`Store::update_session`]).
 //!
@@ -80,7 +81,8 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex, Weak};
 use std::time::{Duration, Instant};
 
-/// How often a waiting instance looks at the session again.
+/// How often a waiting instance looks at the session again when no announcement of
+/// the holder's save wakes it first (see `store::events`).
 const POLL_INTERVAL: Duration = Duration::from_millis(50);
 /// Above this many entries, forgotten sessions are swept from the maps.
 const SWEEP_ABOVE: usize = 256;
@@ -214,6 +216,8 @@ impl<S: Store + Clone + 'static> Refresher<'_, S> {
     ) -> Result<LoadedSession, Error> {
         let reference = session.reference.clone();
         let give_up = Instant::now() + self.policy.wait_limit;
+        // Woken when the holder's save is announced; polls as a fallback.
+        let mut watch = self.store.watch(&reference);
         loop {
             if let Some(lock) = self
                 .store
@@ -222,7 +226,7 @@ impl<S: Store + Clone + 'static> Refresher<'_, S> {
             {
                 return self.refresh_holding_lock(&reference, need, lock).await;
             }
-            actix_web::rt::time::sleep(POLL_INTERVAL).await;
+            watch.wait(POLL_INTERVAL).await;
             let current = self.current(&reference).await?;
             if !need.applies(&current.record.tokens, now_ms(), self.policy.skew) {
                 self.metrics.refresh(RefreshOutcome::LockWait);
@@ -393,7 +397,7 @@ impl<S: Store + Clone + 'static> Refresher<'_, S> {
     async fn current(&self, reference: &SessionRef) -> Result<LoadedSession, Error> {
         let session = self
             .store
-            .load_session(reference, now_ms())
+            .load_session_latest(reference, now_ms())
             .await?
             .ok_or(Error::Unauthenticated)?;
         self.settle(session).await
@@ -472,7 +476,7 @@ impl<S: Store + Clone + 'static> Refresher<'_, S> {
                 let Some(kept) = flights.kept(id) else {
                     break; // a request of the session saved them
                 };
-                let session = match store.load_session(&reference, now_ms()).await {
+                let session = match store.load_session_latest(&reference, now_ms()).await {
                     Ok(Some(s)) => s,
                     Ok(None) => {
                         flights.forget_kept(id, &kept);
@@ -596,7 +600,10 @@ async fn save_kept<S: Store>(store: &S, session: &LoadedSession, kept: &Kept) ->
             }
             Ok(UpdateOutcome::Gone) => return SaveOutcome::Gone,
             Ok(UpdateOutcome::Conflict) => {
-                match store.load_session(&current.reference, now_ms()).await {
+                match store
+                    .load_session_latest(&current.reference, now_ms())
+                    .await
+                {
                     Ok(Some(s)) => current = s,
                     Ok(None) => return SaveOutcome::Gone,
                     Err(e) => return SaveOutcome::NotYet(e),

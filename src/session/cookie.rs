@@ -194,6 +194,7 @@ mod tests {
             same_site: SameSite::Lax,
             insecure_cookies: insecure,
             allow_cookie_without_host_prefix: false,
+            cache_sessions: 0,
         }
     }
 

@@ -9,6 +9,7 @@
 //! | `<prefix>sid:{<hash>}` | set | storage ids of one provider session's sessions | `session.absolute_timeout` |
 //! | `<prefix>logout-jti:{<hash>}` | string | a back-channel logout token's `jti` was used | twice the logout token's maximum age |
 //! | `<prefix>readyz` | none | never exists: `/readyz` deletes it (a write command, so it proves writes are served) | - |
+//! | `<prefix>session-events` | pub/sub channel | storage ids of sessions that changed or ended (cache invalidation, refresh waiters) | - |
 //!
 //! Nothing in a key can be turned back into a cookie, a user name or a token: ids,
 //! states and claims appear only as domain-separated SHA-256 digests. The part in
@@ -70,6 +71,12 @@ impl Keys {
 
     /// The key `/readyz` deletes (a write that changes nothing) to prove that Redis
     /// serves writes.
+    /// The pub/sub channel on which instances announce that a session changed or
+    /// ended (messages are storage ids; see `store::events`).
+    pub fn session_events(&self) -> String {
+        format!("{}session-events", self.prefix)
+    }
+
     pub fn readiness(&self) -> String {
         format!("{}readyz", self.prefix)
     }

@@ -14,12 +14,15 @@
 //! [`Error::StoreUnavailable`](crate::error::Error::StoreUnavailable) (503, heals by
 //! itself); data that does not decrypt or parse is "not there", never an error.
 
+pub mod cache;
 pub mod connection;
+pub mod events;
 pub mod keys;
 pub mod redis;
 pub mod topology;
 
 pub use connection::RedisHandle;
+pub use events::{SessionEvents, SessionWatch};
 pub use redis::RedisStore;
 pub use topology::RedisReport;
 
@@ -113,6 +116,18 @@ pub trait Store {
     /// watchers of long-lived connections (WebSocket tunnels).
     async fn session_alive(&self, reference: &SessionRef, now: UnixMs) -> Result<Liveness, Error>;
 
+    /// Like [`Store::load_session`], but always as the store holds it now, never from
+    /// a cached copy: what the refresh flow reads under its lock (a copy that an
+    /// announcement has not reached yet could hold a refresh token another instance
+    /// already spent).
+    async fn load_session_latest(
+        &self,
+        reference: &SessionRef,
+        now: UnixMs,
+    ) -> Result<Option<LoadedSession>, Error> {
+        self.load_session(reference, now).await
+    }
+
     /// Rewrites the record if nobody rewrote it since `session` was read.
     async fn update_session(
         &self,
@@ -160,6 +175,13 @@ pub trait Store {
 
     /// Whether the back-channel logout token `jti` was recorded as used.
     async fn logout_token_used(&self, jti: &str) -> Result<bool, Error>;
+
+    /// Starts watching for announcements that the session changed (another
+    /// instance saved new tokens, or ended it): [`SessionWatch::wait`] then returns
+    /// as soon as one arrives. Without announcements, waiting is only a timeout.
+    fn watch(&self, _reference: &SessionRef) -> SessionWatch {
+        SessionWatch::none()
+    }
 
     /// Whether the store serves reads and writes right now (a store that answers
     /// `PING` but holds writes, e.g. `CLIENT PAUSE WRITE`, is not ready).

@@ -14,6 +14,13 @@
 //! sessions a back-channel logout ends) is one command per key, sent concurrently;
 //! the cluster client refuses a pipeline across slots.
 //!
+//! Announcements: every script or command that changes or ends a session publishes
+//! its storage id on the session-events channel, in the same script (atomically:
+//! there is no write without its announcement), so other instances drop their cached
+//! copy and wake their refresh waiters ([`super::events`]). With
+//! [`RedisStore::with_events`], reads are served from the process's session cache
+//! while it is current ([`super::cache`]).
+//!
 //! Durability of rotated tokens: where the deployment has replicas, the save of
 //! rotated tokens waits (`WAIT 1`, at most half of `redis_timeout`) for one of them
 //! to hold the write, so a failover right after a refresh does not lose it. A save
@@ -21,6 +28,7 @@
 //! again (`flows::refresh`).
 
 use super::connection::RedisHandle;
+use super::events::{SessionEvents, SessionWatch};
 use super::keys::{Keys, LOGIN_DOMAIN};
 use super::{EndOutcome, Liveness, LoadedSession, LogoutScope, RefreshLock, Store, UpdateOutcome};
 use crate::error::Error;
@@ -35,7 +43,8 @@ use std::sync::{Arc, LazyLock, Mutex};
 use std::time::Duration;
 use tokio::time::Instant;
 
-/// Moves `seen` forward and re-arms the TTL, only if the session still exists.
+/// Moves `seen` forward and re-arms the TTL, only if the session still exists
+/// (announced: ARGV[3] is the channel, ARGV[4] the storage id).
 static TOUCH: LazyLock<Script> = LazyLock::new(|| {
     Script::new(
         r"if redis.call('EXISTS', KEYS[1]) == 1 then
@@ -43,6 +52,7 @@ static TOUCH: LazyLock<Script> = LazyLock::new(|| {
             if tonumber(ARGV[1]) > seen then
               redis.call('HSET', KEYS[1], 'seen', ARGV[1])
               redis.call('PEXPIRE', KEYS[1], ARGV[2])
+              redis.call('PUBLISH', ARGV[3], ARGV[4])
             end
             return 1
           end
@@ -52,12 +62,14 @@ static TOUCH: LazyLock<Script> = LazyLock::new(|| {
 
 /// Replaces `data` and bumps `ver`, only if `ver` is still the one the caller read.
 /// The TTL is left alone (a rewrite is not activity). 1: updated, 0: someone else
-/// rewrote it first, -1: the session is gone. Sent as `EVAL` (not `EVALSHA`) in a
-/// pipeline with `WAIT`, which must follow the write on the same connection.
+/// rewrote it first, -1: the session is gone. Announced (ARGV[3] channel, ARGV[4]
+/// storage id). Sent as `EVAL` (not `EVALSHA`) in a pipeline with `WAIT`, which must
+/// follow the write on the same connection.
 const UPDATE: &str = r"if redis.call('EXISTS', KEYS[1]) == 0 then return -1 end
           local ver = redis.call('HGET', KEYS[1], 'ver') or '0'
           if ver ~= ARGV[1] then return 0 end
           redis.call('HSET', KEYS[1], 'data', ARGV[2], 'ver', tonumber(ver) + 1)
+          redis.call('PUBLISH', ARGV[3], ARGV[4])
           return 1";
 
 /// Deletes a lock only if it still holds the caller's token.
@@ -72,13 +84,25 @@ static UNLOCK: LazyLock<Script> = LazyLock::new(|| {
 
 /// Deletes the session only if `ver` is still the one the caller read.
 /// 1: deleted, 0: someone else rewrote it first, -1: the session is gone.
+/// Announced (ARGV[2] channel, ARGV[3] storage id).
 static END_IF_UNCHANGED: LazyLock<Script> = LazyLock::new(|| {
     Script::new(
         r"if redis.call('EXISTS', KEYS[1]) == 0 then return -1 end
           local ver = redis.call('HGET', KEYS[1], 'ver') or '0'
           if ver ~= ARGV[1] then return 0 end
           redis.call('DEL', KEYS[1])
+          redis.call('PUBLISH', ARGV[2], ARGV[3])
           return 1",
+    )
+});
+
+/// Deletes a session and announces it (ARGV[1] channel, ARGV[2] storage id); the
+/// number of keys deleted.
+static DELETE: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(
+        r"local n = redis.call('DEL', KEYS[1])
+          redis.call('PUBLISH', ARGV[1], ARGV[2])
+          return n",
     )
 });
 
@@ -92,6 +116,13 @@ const RETRY_PAUSE: Duration = Duration::from_millis(100);
 /// After a `WAIT` no replica answered, skip `WAIT` this long (replica gone).
 const WAIT_PAUSE_AFTER_NO_ACK: Duration = Duration::from_secs(30);
 
+/// Whether a read may be served from the process's session cache.
+#[derive(Debug, Clone, Copy)]
+enum Copies {
+    Allowed,
+    Refused,
+}
+
 /// Cheap to clone: clones share one connection (a background save outlives the
 /// request that started it).
 #[derive(Clone)]
@@ -101,6 +132,9 @@ pub struct RedisStore {
     expiry: ExpiryPolicy,
     /// Until when `WAIT` is skipped (no replica acknowledged the last one).
     wait_paused_until: Arc<Mutex<Option<Instant>>>,
+    /// The process's announcements and session cache (none: every read goes to
+    /// Redis, and refresh waiters poll).
+    events: Option<Arc<SessionEvents>>,
 }
 
 impl RedisStore {
@@ -110,7 +144,34 @@ impl RedisStore {
             keys: Keys::new(prefix),
             expiry,
             wait_paused_until: Arc::new(Mutex::new(None)),
+            events: None,
         }
+    }
+
+    /// This store, serving reads from `events`' cache while it is current and
+    /// waking refresh waiters on announcements.
+    pub fn with_events(self, events: Arc<SessionEvents>) -> Self {
+        Self {
+            events: Some(events),
+            ..self
+        }
+    }
+
+    /// Drops this instance's copy of session `id` (it is being written here).
+    fn forget(&self, id: &str) {
+        if let Some(events) = &self.events {
+            events.cache.forget(id);
+        }
+    }
+
+    /// Deletes session `id` (announced); whether it existed.
+    async fn delete(&self, id: &str) -> Result<bool, Error> {
+        self.forget(id);
+        let mut call = DELETE.key(self.keys.session(id));
+        call.arg(self.keys.session_events()).arg(id);
+        let deleted: i64 = self.script(&call).await?;
+        self.forget(id);
+        Ok(deleted == 1)
     }
 
     /// The connection handle (readiness and reports use it).
@@ -194,16 +255,97 @@ impl RedisStore {
 
     /// Moves the session's `seen` to `now` and re-arms its TTL; `false` when the
     /// session was deleted meanwhile.
-    async fn touch(&self, key: &str, created: UnixMs, now: UnixMs) -> Result<bool, Error> {
+    async fn touch(&self, id: &str, created: UnixMs, now: UnixMs) -> Result<bool, Error> {
         let ttl = self
             .expiry
             .remaining(created, now, now)
             .map(|d| (d + EXPIRED_KEPT).as_millis() as u64)
             .unwrap_or(1);
-        let mut call = TOUCH.key(key);
-        call.arg(now).arg(ttl.max(1));
+        self.forget(id);
+        let mut call = TOUCH.key(self.keys.session(id));
+        call.arg(now)
+            .arg(ttl.max(1))
+            .arg(self.keys.session_events())
+            .arg(id);
         let touched: i64 = self.script(&call).await?;
+        self.forget(id);
         Ok(touched == 1)
+    }
+
+    /// A session read: from this instance's cached copy when `copies` allows it and
+    /// the copy is current (see `super::cache`), else from Redis (then cached).
+    async fn load(
+        &self,
+        reference: &SessionRef,
+        now: UnixMs,
+        copies: Copies,
+    ) -> Result<Option<LoadedSession>, Error> {
+        let id = reference.storage_id();
+        let cache = self.events.as_ref().map(|e| &e.cache);
+        let copy = match copies {
+            Copies::Allowed => cache.and_then(|c| c.get(reference, std::time::Instant::now())),
+            Copies::Refused => None,
+        };
+        if let Some(copy) = copy {
+            // Ended, or activity to record: the read below decides and writes.
+            let ended = self.expiry.ended_by(copy.created_at, copy.last_seen, now);
+            if ended.is_none() && !self.expiry.touch_due(copy.last_seen, now) {
+                return Ok(Some(copy));
+            }
+        }
+        let ticket = cache.map(|c| c.ticket());
+        let mut cmd = redis::cmd("HMGET");
+        cmd.arg(self.keys.session(id))
+            .arg(&["data", "created", "seen", "ver"]);
+        let (data, created, seen, version): (
+            Option<Vec<u8>>,
+            Option<u64>,
+            Option<u64>,
+            Option<u64>,
+        ) = self.query(&cmd).await?;
+        let (Some(data), Some(created), Some(seen)) = (data, created, seen) else {
+            return Ok(None);
+        };
+        if let Some(ended) = self.expiry.ended_by(created, seen, now) {
+            // Counted once, by whoever deleted it.
+            if self.delete(id).await? {
+                self.redis.metrics().session_ended(match ended {
+                    Ended::Idle => SessionEnd::Idle,
+                    Ended::Absolute => SessionEnd::Absolute,
+                });
+            }
+            return Ok(None);
+        }
+        let short = &id[..8];
+        let Some(plain) = reference.open(&data) else {
+            tracing::warn!(session = %short, "session record does not decrypt");
+            return Ok(None);
+        };
+        let record: SessionRecord = match serde_json::from_slice(&plain) {
+            Ok(r) => r,
+            Err(e) => {
+                tracing::warn!(session = %short, "unreadable session record: {e}");
+                return Ok(None);
+            }
+        };
+        let mut session = LoadedSession {
+            reference: reference.clone(),
+            record,
+            created_at: created,
+            last_seen: seen,
+            version: version.unwrap_or(0),
+        };
+        if self.expiry.touch_due(seen, now) {
+            // Announced: the copies (this one's included) are read again next time.
+            match self.touch(id, created, now).await {
+                Ok(true) => session.last_seen = now,
+                Ok(false) => return Ok(None), // deleted meanwhile (logout elsewhere)
+                Err(e) => tracing::warn!("could not record session activity: {e}"),
+            }
+        } else if let (Some(cache), Some(ticket)) = (cache, ticket) {
+            cache.insert(&session, ticket, std::time::Instant::now());
+        }
+        Ok(Some(session))
     }
 
     /// `WAIT`'s timeout, when this write should wait for a replica.
@@ -218,15 +360,17 @@ impl RedisStore {
     }
 
     /// One compare-and-set of the record, then (with replicas) `WAIT 1`.
-    async fn save_once(&self, key: &str, expected: u64, blob: &[u8]) -> Result<i64, Error> {
+    async fn save_once(&self, id: &str, expected: u64, blob: &[u8]) -> Result<i64, Error> {
         let wait = self.replica_wait();
         let mut pipe = redis::pipe();
         pipe.cmd("EVAL")
             .arg(UPDATE)
             .arg(1)
-            .arg(key)
+            .arg(self.keys.session(id))
             .arg(expected)
-            .arg(blob);
+            .arg(blob)
+            .arg(self.keys.session_events())
+            .arg(id);
         if let Some(ms) = wait {
             pipe.cmd("WAIT").arg(1).arg(ms);
         }
@@ -287,57 +431,15 @@ impl Store for RedisStore {
         reference: &SessionRef,
         now: UnixMs,
     ) -> Result<Option<LoadedSession>, Error> {
-        let key = self.keys.session(reference.storage_id());
-        let mut cmd = redis::cmd("HMGET");
-        cmd.arg(&key).arg(&["data", "created", "seen", "ver"]);
-        let (data, created, seen, version): (
-            Option<Vec<u8>>,
-            Option<u64>,
-            Option<u64>,
-            Option<u64>,
-        ) = self.query(&cmd).await?;
-        let (Some(data), Some(created), Some(seen)) = (data, created, seen) else {
-            return Ok(None);
-        };
-        if let Some(ended) = self.expiry.ended_by(created, seen, now) {
-            let mut del = redis::cmd("DEL");
-            del.arg(&key);
-            // Counted once, by whoever deleted it.
-            if self.query::<i64>(&del).await? == 1 {
-                self.redis.metrics().session_ended(match ended {
-                    Ended::Idle => SessionEnd::Idle,
-                    Ended::Absolute => SessionEnd::Absolute,
-                });
-            }
-            return Ok(None);
-        }
-        let short = &reference.storage_id()[..8];
-        let Some(plain) = reference.open(&data) else {
-            tracing::warn!(session = %short, "session record does not decrypt");
-            return Ok(None);
-        };
-        let record: SessionRecord = match serde_json::from_slice(&plain) {
-            Ok(r) => r,
-            Err(e) => {
-                tracing::warn!(session = %short, "unreadable session record: {e}");
-                return Ok(None);
-            }
-        };
-        let mut last_seen = seen;
-        if self.expiry.touch_due(seen, now) {
-            match self.touch(&key, created, now).await {
-                Ok(true) => last_seen = now,
-                Ok(false) => return Ok(None), // deleted meanwhile (logout elsewhere)
-                Err(e) => tracing::warn!("could not record session activity: {e}"),
-            }
-        }
-        Ok(Some(LoadedSession {
-            reference: reference.clone(),
-            record,
-            created_at: created,
-            last_seen,
-            version: version.unwrap_or(0),
-        }))
+        self.load(reference, now, Copies::Allowed).await
+    }
+
+    async fn load_session_latest(
+        &self,
+        reference: &SessionRef,
+        now: UnixMs,
+    ) -> Result<Option<LoadedSession>, Error> {
+        self.load(reference, now, Copies::Refused).await
     }
 
     async fn session_alive(&self, reference: &SessionRef, now: UnixMs) -> Result<Liveness, Error> {
@@ -358,9 +460,12 @@ impl Store for RedisStore {
         session: &LoadedSession,
         record: &SessionRecord,
     ) -> Result<UpdateOutcome, Error> {
-        let key = self.keys.session(session.reference.storage_id());
+        let id = session.reference.storage_id();
         let blob = session.reference.seal(&serialize(record)?);
-        let outcome = self.save_once(&key, session.version, &blob).await?;
+        self.forget(id);
+        let outcome = self.save_once(id, session.version, &blob).await;
+        self.forget(id);
+        let outcome = outcome?;
         Ok(match outcome {
             1 => UpdateOutcome::Updated,
             0 => UpdateOutcome::Conflict,
@@ -370,9 +475,7 @@ impl Store for RedisStore {
 
     async fn end_session(&self, session: &LoadedSession) -> Result<(), Error> {
         let id = session.reference.storage_id();
-        let mut del = redis::cmd("DEL");
-        del.arg(self.keys.session(id));
-        self.query::<i64>(&del).await?;
+        self.delete(id).await?;
         self.unindex(id, &session.record).await
     }
 
@@ -380,8 +483,13 @@ impl Store for RedisStore {
         let id = session.reference.storage_id();
         let key = self.keys.session(id);
         let mut call = END_IF_UNCHANGED.key(&key);
-        call.arg(session.version);
-        let outcome: i64 = self.script(&call).await?;
+        call.arg(session.version)
+            .arg(self.keys.session_events())
+            .arg(id);
+        self.forget(id);
+        let outcome = self.script::<i64>(&call).await;
+        self.forget(id);
+        let outcome = outcome?;
         Ok(match outcome {
             1 => {
                 // The index sets live in other Cluster slots; a stale entry is harmless.
@@ -396,9 +504,7 @@ impl Store for RedisStore {
     }
 
     async fn delete_session(&self, reference: &SessionRef) -> Result<(), Error> {
-        let mut del = redis::cmd("DEL");
-        del.arg(self.keys.session(reference.storage_id()));
-        self.query::<i64>(&del).await.map(|_| ())
+        self.delete(reference.storage_id()).await.map(|_| ())
     }
 
     async fn end_sessions_of(&self, scope: LogoutScope<'_>) -> Result<usize, Error> {
@@ -409,20 +515,12 @@ impl Store for RedisStore {
         let mut members = redis::cmd("SMEMBERS");
         members.arg(&index);
         let ids: Vec<String> = self.query(&members).await?;
-        // One DEL per session: they live in different Cluster slots.
-        let dels: Vec<Cmd> = ids
-            .iter()
-            .map(|id| {
-                let mut del = redis::cmd("DEL");
-                del.arg(self.keys.session(id));
-                del
-            })
-            .collect();
-        let deleted = try_join_all(dels.iter().map(|c| self.query::<usize>(c))).await?;
+        // One deletion per session: they live in different Cluster slots.
+        let deleted = try_join_all(ids.iter().map(|id| self.delete(id))).await?;
         let mut del_index = redis::cmd("DEL");
         del_index.arg(&index);
         self.query::<i64>(&del_index).await?;
-        Ok(deleted.iter().sum())
+        Ok(deleted.iter().filter(|d| **d).count())
     }
 
     async fn try_lock_refresh(
@@ -506,6 +604,13 @@ impl Store for RedisStore {
         cmd.arg(self.keys.logout_token(jti));
         let exists: i64 = self.query(&cmd).await?;
         Ok(exists == 1)
+    }
+
+    fn watch(&self, reference: &SessionRef) -> SessionWatch {
+        match &self.events {
+            Some(events) => events.watch(reference.storage_id()),
+            None => SessionWatch::none(),
+        }
     }
 
     async fn ping(&self) -> Result<(), Error> {

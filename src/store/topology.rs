@@ -90,7 +90,9 @@ pub struct Target {
 
 enum TargetKind {
     Standalone(Client),
-    Cluster(ClusterClient),
+    /// The cluster client, and one plain client per seed node (pub/sub: a message
+    /// published on any node of a cluster reaches the subscribers of every node).
+    Cluster(ClusterClient, Vec<Client>),
     Sentinel(SentinelTarget),
 }
 
@@ -135,6 +137,20 @@ impl Target {
                     .iter()
                     .map(|s| s.expose().into_connection_info())
                     .collect::<RedisResult<Vec<ConnectionInfo>>>()?;
+                let seed_clients = seeds
+                    .iter()
+                    .cloned()
+                    .map(|mut info| {
+                        if password.is_some() {
+                            info.redis.username = username.clone();
+                            info.redis.password = password.clone();
+                        }
+                        match &certificates {
+                            Some(certs) => Client::build_with_tls(info, certs.clone()),
+                            None => Client::open(info),
+                        }
+                    })
+                    .collect::<RedisResult<Vec<Client>>>()?;
                 let mut builder = ClusterClientBuilder::new(seeds)
                     .connection_timeout(settings.timeout)
                     .response_timeout(settings.timeout)
@@ -153,7 +169,7 @@ impl Target {
                 if let Some(certs) = certificates {
                     builder = builder.certs(certs);
                 }
-                TargetKind::Cluster(builder.build()?)
+                TargetKind::Cluster(builder.build()?, seed_clients)
             }
             RedisTopology::Sentinel { sentinels, master } => {
                 let infos = sentinels
@@ -182,13 +198,13 @@ impl Target {
     pub fn mode(&self) -> &'static str {
         match self.kind {
             TargetKind::Standalone(_) => "standalone",
-            TargetKind::Cluster(_) => "cluster",
+            TargetKind::Cluster(..) => "cluster",
             TargetKind::Sentinel(_) => "sentinel",
         }
     }
 
     pub fn is_cluster(&self) -> bool {
-        matches!(self.kind, TargetKind::Cluster(_))
+        matches!(self.kind, TargetKind::Cluster(..))
     }
 
     /// Connects (for Sentinel: discovers the master first) and finds out whether
@@ -211,7 +227,7 @@ impl Target {
                         .await?,
                 )
             }
-            TargetKind::Cluster(client) => {
+            TargetKind::Cluster(client, _) => {
                 Connection::Cluster(client.get_async_connection().await?)
             }
         };
@@ -220,6 +236,32 @@ impl Target {
             connection,
             replicas,
         })
+    }
+
+    /// A pub/sub connection (RESP2) to a node that sees every message published in
+    /// the deployment: the server, the master the sentinels name, or the first
+    /// cluster seed that answers. Bounded by the timeout, like every connect.
+    pub async fn pubsub(&self) -> RedisResult<redis::aio::PubSub> {
+        let connect = |client: Client| async move {
+            match tokio::time::timeout(self.timeout, client.get_async_pubsub()).await {
+                Ok(result) => result,
+                Err(_) => Err(RedisError::from((ErrorKind::IoError, "connect timed out"))),
+            }
+        };
+        match &self.kind {
+            TargetKind::Standalone(client) => connect(client.clone()).await,
+            TargetKind::Sentinel(sentinel) => connect(sentinel.discover_master().await?).await,
+            TargetKind::Cluster(_, seeds) => {
+                let mut last = RedisError::from((ErrorKind::IoError, "no cluster seed"));
+                for seed in seeds {
+                    match connect(seed.clone()).await {
+                        Ok(pubsub) => return Ok(pubsub),
+                        Err(e) => last = e,
+                    }
+                }
+                Err(last)
+            }
+        }
     }
 
     /// Mode, version and replication as seen through `connection`.

@@ -22,4 +22,5 @@ mod redis_deployments;
 mod refreshed_id_token;
 mod resilience;
 mod serving;
+mod session_cache;
 mod store_contract;

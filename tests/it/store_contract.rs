@@ -9,7 +9,10 @@
 use spa_bff::config::{RedisSettings, Settings};
 use spa_bff::secret::Sensitive;
 use spa_bff::session::{ExpiryPolicy, LoginState, Prompt, SessionRecord, SessionRef, Tokens};
-use spa_bff::store::{EndOutcome, LogoutScope, RedisHandle, RedisStore, Store, UpdateOutcome};
+use spa_bff::store::keys::Keys;
+use spa_bff::store::{
+    EndOutcome, LogoutScope, RedisHandle, RedisStore, SessionEvents, Store, UpdateOutcome,
+};
 use spa_bff::time::{now_ms, UnixMs};
 use std::time::Duration;
 
@@ -77,6 +80,41 @@ pub async fn sentinel(expiry: ExpiryPolicy) -> RedisStore {
 pub async fn tls_acl(expiry: ExpiryPolicy) -> RedisStore {
     let tls = shared_tls_redis();
     store_with(&tls.session_toml(ACL_PASSWORD, &tls.ca_file), expiry)
+}
+
+/// A store on the Redis `session_lines` describe, with the session cache and its
+/// announcements on (as spa-bff runs): every check must hold through the cache too.
+pub async fn cached_store_with(session_lines: &str, expiry: ExpiryPolicy) -> RedisStore {
+    support::init();
+    let handle = RedisHandle::new(&redis_settings(session_lines)).expect("Redis settings");
+    let prefix = format!("contract-{}:", support::random_string(6));
+    let events = SessionEvents::new(&Keys::new(prefix.clone()), 1000);
+    actix_web::rt::spawn(events.clone().run(handle.target(), handle.timeout()));
+    // Wait for the subscription, so that copies are in use from the first check on.
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while !events.cache.usable(std::time::Instant::now()) {
+        assert!(std::time::Instant::now() < deadline, "no subscription");
+        actix_web::rt::time::sleep(Duration::from_millis(20)).await;
+    }
+    RedisStore::new(handle, prefix, expiry).with_events(events)
+}
+
+/// The standalone redis-server, with the session cache.
+pub async fn standalone_cached(expiry: ExpiryPolicy) -> RedisStore {
+    let url = support::shared_redis().url();
+    cached_store_with(&format!("redis_url = {url:?}"), expiry).await
+}
+
+/// The shared Redis Cluster, with the session cache (announcements published on one
+/// node reach the subscriber on a seed node).
+pub async fn cluster_cached(expiry: ExpiryPolicy) -> RedisStore {
+    cached_store_with(&shared_cluster().session_toml(), expiry).await
+}
+
+/// The shared Sentinel setup, with the session cache (the subscriber follows the
+/// master the sentinels name).
+pub async fn sentinel_cached(expiry: ExpiryPolicy) -> RedisStore {
+    cached_store_with(&shared_sentinel().session_toml(), expiry).await
 }
 
 /// Instantiates every check of the contract for one store factory
@@ -147,6 +185,18 @@ macro_rules! store_contract {
 }
 
 store_contract!(standalone_redis, crate::store_contract::standalone);
+store_contract!(
+    standalone_redis_with_session_cache,
+    crate::store_contract::standalone_cached
+);
+store_contract!(
+    cluster_with_session_cache,
+    crate::store_contract::cluster_cached
+);
+store_contract!(
+    sentinel_with_session_cache,
+    crate::store_contract::sentinel_cached
+);
 store_contract!(redis_cluster, crate::store_contract::cluster);
 store_contract!(redis_sentinel, crate::store_contract::sentinel);
 store_contract!(tls_and_acl_user, crate::store_contract::tls_acl);
