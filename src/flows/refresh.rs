@@ -143,7 +143,18 @@ impl<S: Store + Clone + 'static> Refresher<'_, S> {
             target,
             stale: Stale::Expiring,
         };
-        self.renew(session, need).await
+        // The common case, decided without a future of its own: the proxy's request
+        // future stays small (it is moved into a box for every request).
+        let covered = session
+            .record
+            .resources
+            .token_request_resource(target)
+            .is_ok();
+        let kept = self.flights.kept(session.reference.storage_id()).is_some();
+        if covered && !kept && !need.applies(&session.record.tokens, now_ms(), self.policy.skew) {
+            return Ok(session);
+        }
+        Box::pin(self.renew(session, need)).await
     }
 
     /// The session with an access token for `target` other than its current one,
@@ -164,7 +175,7 @@ impl<S: Store + Clone + 'static> Refresher<'_, S> {
                 None => Stale::Expiring,
             },
         };
-        self.renew(session, need).await
+        Box::pin(self.renew(session, need)).await
     }
 
     async fn renew(&self, session: LoadedSession, need: Need<'_>) -> Result<LoadedSession, Error> {

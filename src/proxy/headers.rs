@@ -166,6 +166,27 @@ fn names_own_cookie(set_cookie: &[u8], session_cookie: &str) -> bool {
 /// `no-store` and the browser's own directives stay. `Vary` gains `Cookie`, so that
 /// the browser's cache does not hand this answer to another session either.
 pub fn make_private(headers: &mut HeaderMap) {
+    // Most API answers say nothing about caching, or vary on nothing: no parsing then.
+    if !headers.contains_key("cache-control") {
+        headers.insert(
+            HeaderName::from_static("cache-control"),
+            HeaderValue::from_static("private"),
+        );
+    } else {
+        rewrite_cache_control(headers);
+    }
+    if !headers.contains_key("vary") {
+        headers.insert(
+            HeaderName::from_static("vary"),
+            HeaderValue::from_static("Cookie"),
+        );
+    } else {
+        add_vary_cookie(headers);
+    }
+}
+
+/// The upstream's `Cache-Control` with `private` first and no shared-cache directive.
+fn rewrite_cache_control(headers: &mut HeaderMap) {
     let mut directives: Vec<String> = headers
         .get_all("cache-control")
         .filter_map(|v| v.to_str().ok())
@@ -189,6 +210,10 @@ pub fn make_private(headers: &mut HeaderMap) {
     if let Ok(v) = HeaderValue::from_str(&directives.join(", ")) {
         headers.insert(HeaderName::from_static("cache-control"), v);
     }
+}
+
+/// The upstream's `Vary`, with `Cookie` unless it varies on everything already.
+fn add_vary_cookie(headers: &mut HeaderMap) {
     let vary: Vec<String> = headers
         .get_all("vary")
         .filter_map(|v| v.to_str().ok())

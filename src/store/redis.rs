@@ -280,7 +280,6 @@ impl RedisStore {
         now: UnixMs,
         copies: Copies,
     ) -> Result<Option<LoadedSession>, Error> {
-        let id = reference.storage_id();
         let cache = self.events.as_ref().map(|e| &e.cache);
         let copy = match copies {
             Copies::Allowed => cache.and_then(|c| c.get(reference, std::time::Instant::now())),
@@ -293,6 +292,18 @@ impl RedisStore {
                 return Ok(Some(copy));
             }
         }
+        // Boxed: the read's future is large, and most requests never need it.
+        Box::pin(self.read(reference, now)).await
+    }
+
+    /// A session read from Redis (then cached, when a cache is in use).
+    async fn read(
+        &self,
+        reference: &SessionRef,
+        now: UnixMs,
+    ) -> Result<Option<LoadedSession>, Error> {
+        let id = reference.storage_id();
+        let cache = self.events.as_ref().map(|e| &e.cache);
         let ticket = cache.map(|c| c.ticket());
         let mut cmd = redis::cmd("HMGET");
         cmd.arg(self.keys.session(id))
