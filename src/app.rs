@@ -8,12 +8,10 @@ use crate::edge::client::identify_client;
 use crate::edge::head::limit_headers;
 use crate::edge::Edge;
 use crate::error::{render_errors, Error};
-use crate::flows::client_token::ClientTokens;
-use crate::flows::refresh::RefreshFlights;
 use crate::metrics::{count_requests, Metrics};
 use crate::oidc::{OidcHttp, ProviderHandle};
 use crate::routes;
-use crate::state::{AppState, Lifecycle};
+use crate::state::{AppState, Lifecycle, SharedState};
 use crate::store::{RedisHandle, RedisReport};
 use crate::telemetry::trace_requests;
 use actix_web::dev::{Server, ServerHandle};
@@ -100,35 +98,23 @@ impl App {
 
         let workers = settings.server.workers;
         let metrics = Metrics::new(&settings);
-        let flights = Arc::new(RefreshFlights::default());
-        let client_tokens = Arc::new(ClientTokens::default());
         let edge = Edge::new(&settings);
-        let lifecycle = Arc::new(Lifecycle::default());
+        let instance = SharedState::default();
+        let lifecycle = instance.lifecycle.clone();
         let shared = (
             settings.clone(),
             provider.clone(),
-            flights,
-            lifecycle.clone(),
-            client_tokens,
+            instance,
             edge,
             metrics.clone(),
         );
         let (target, timeout) = (redis.target(), redis.timeout());
         let mut server = HttpServer::new(move || {
-            let (settings, provider, flights, lifecycle, client_tokens, edge, metrics) =
-                shared.clone();
+            let (settings, provider, instance, edge, metrics) = shared.clone();
             let configure = routes::configure(&settings);
             // Each worker keeps a connection of its own.
             let redis = RedisHandle::with_target(target.clone(), timeout);
-            let state = AppState::new(
-                settings,
-                provider,
-                redis,
-                flights,
-                lifecycle,
-                client_tokens,
-                metrics.clone(),
-            );
+            let state = AppState::new(settings, provider, redis, instance, metrics.clone());
             // Middleware, innermost first: the head-size limit answers with an error
             // that render_errors turns into a page for navigations; identify_client is
             // outermost so that the request span already knows the client;

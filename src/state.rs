@@ -13,6 +13,7 @@ use crate::flows::client_token::{ClientTokenSource, ClientTokens};
 use crate::flows::refresh::{RefreshFlights, RefreshPolicy, Refresher};
 use crate::flows::Deps;
 use crate::metrics::Metrics;
+use crate::oidc::dpop::DpopNonces;
 use crate::oidc::{OidcHttp, ProviderHandle};
 use crate::session::{CookieCodec, ExpiryPolicy};
 use crate::store::{LoadedSession, RedisHandle, RedisStore, Store};
@@ -40,6 +41,9 @@ pub struct AppState {
     pub client_tokens: Arc<ClientTokens>,
     /// Whether the instance is shutting down, shared by every worker.
     pub lifecycle: Arc<Lifecycle>,
+    /// The latest DPoP nonces of the provider and of each upstream (`oidc.dpop`),
+    /// shared by every worker.
+    pub dpop_nonces: Arc<DpopNonces>,
     /// The server's metrics, shared by every worker (also counted by the store's
     /// connection, which carries the same handle).
     pub metrics: Metrics,
@@ -61,6 +65,17 @@ impl Lifecycle {
     pub fn is_draining(&self) -> bool {
         self.draining.load(Ordering::SeqCst)
     }
+}
+
+/// What the workers of one instance share besides the settings, the provider and the
+/// metrics: the refresh single-flight, the lifecycle, the client routes' tokens and the
+/// DPoP nonces.
+#[derive(Clone, Default)]
+pub struct SharedState {
+    pub flights: Arc<RefreshFlights>,
+    pub lifecycle: Arc<Lifecycle>,
+    pub client_tokens: Arc<ClientTokens>,
+    pub dpop_nonces: Arc<DpopNonces>,
 }
 
 /// What the request's session cookie led to.
@@ -88,11 +103,15 @@ impl AppState {
         settings: Arc<Settings>,
         provider: Arc<ProviderHandle>,
         redis: RedisHandle,
-        flights: Arc<RefreshFlights>,
-        lifecycle: Arc<Lifecycle>,
-        client_tokens: Arc<ClientTokens>,
+        shared: SharedState,
         metrics: Metrics,
     ) -> Self {
+        let SharedState {
+            flights,
+            lifecycle,
+            client_tokens,
+            dpop_nonces,
+        } = shared;
         let s = &settings.session;
         let redis = redis.with_metrics(metrics.clone());
         let expiry = ExpiryPolicy::new(s.idle_timeout, s.absolute_timeout);
@@ -110,6 +129,7 @@ impl AppState {
             flights,
             lifecycle,
             client_tokens,
+            dpop_nonces,
             metrics,
             store,
             expiry,
@@ -125,6 +145,7 @@ impl AppState {
             store: &self.store,
             provider: &self.provider,
             http: &self.http,
+            dpop_nonces: &self.dpop_nonces,
             metrics: &self.metrics,
         }
     }
@@ -137,6 +158,7 @@ impl AppState {
             http: &self.http,
             flights: &self.flights,
             oidc: &self.settings.oidc,
+            dpop_nonces: &self.dpop_nonces,
             policy: RefreshPolicy::new(&self.settings),
             metrics: &self.metrics,
         }
@@ -150,6 +172,7 @@ impl AppState {
             http: &self.http,
             oidc: &self.settings.oidc,
             skew: self.settings.proxy.refresh_skew,
+            dpop_nonces: &self.dpop_nonces,
         }
     }
 

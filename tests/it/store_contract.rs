@@ -170,6 +170,7 @@ pub mod checks {
                 resource_tokens: Default::default(),
             },
             resources: Default::default(),
+            dpop_key: None,
         }
     }
 
