@@ -7,9 +7,13 @@
 //! What it leaves to us, we check here: `azp` (when present it must be our client
 //! id; several audiences need one), `iat` not in the future, `at_hash` when
 //! present, `token_type` (Bearer, or DPoP when a proof went with the exchange), the
-//! RFC 9207 `iss` response parameter, that userinfo
-//! speaks about the same `sub`, and, when `/login` asked for a fresh sign-in
-//! (`prompt=login`, `max_age`), the ID token's `auth_time` ([`check_auth_time`]).
+//! RFC 9207 `iss` response parameter, that userinfo speaks about the same `sub`, and,
+//! when `/login` asked for a fresh sign-in (`prompt=login`, `max_age`), the ID token's
+//! `auth_time` ([`check_auth_time`]).
+//!
+//! With `oidc.dpop`, the new session's DPoP key is made here, before the code
+//! exchange: the exchange and userinfo prove possession of it, and the record keeps it
+//! ([`crate::oidc::dpop`]).
 //!
 //! A silent login (`prompt=none`) that the provider answers with one of
 //! [`SILENT_LOGIN_ERRORS`] is not a failure: it completes as

@@ -15,11 +15,14 @@
 //!    [`ClientTokenSource::token`](crate::flows::client_token::ClientTokenSource::token):
 //!    the route's own token, cached and fetched once for all waiting requests;
 //! 4. [`prepare_upstream`]: URL, header hygiene ([`headers`]), `Authorization:
-//!    Bearer`, `X-Forwarded-*` (the client as [`crate::edge::client`] believes it);
+//!    Bearer`, or for a token bound to a key (`oidc.dpop`, [`crate::oidc::dpop`])
+//!    `Authorization: DPoP` and a fresh proof of that key, `X-Forwarded-*` (the client
+//!    as [`crate::edge::client`] believes it);
 //! 5. [`send_upstream`]: stream the request body (never buffered beyond the retry
 //!    buffer; every pause bounded by `server.request_body_timeout`, the size by the
 //!    route's `max_body`, see [`crate::edge::body`]) with the route's timeout until the
-//!    response head arrives;
+//!    response head arrives; an upstream's DPoP nonce challenge is answered once
+//!    ([`Call::send`]);
 //! 6. [`respond`]: filter the response headers (own cookies never set; answers to
 //!    token-bearing requests made `private`) and stream the body back.
 //!
