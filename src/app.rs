@@ -3,7 +3,7 @@
 //! a signal, draining first ([`Shutdown`]); and checks a configuration against the
 //! real provider and Redis ([`check_online`]).
 
-use crate::config::Settings;
+use crate::config::{OidcSettings, Settings};
 use crate::edge::client::identify_client;
 use crate::edge::head::limit_headers;
 use crate::edge::Edge;
@@ -11,6 +11,8 @@ use crate::error::{render_errors, Error};
 use crate::flows::client_token::ClientTokens;
 use crate::flows::refresh::RefreshFlights;
 use crate::metrics::{count_requests, Metrics};
+use crate::oidc::dpop::DpopNonces;
+use crate::oidc::provider::{authorization_route, dpop_support, DpopSupport, ExtraMetadata};
 use crate::oidc::{OidcHttp, ProviderHandle};
 use crate::routes;
 use crate::state::{AppState, Lifecycle, Shared};
@@ -116,6 +118,7 @@ impl App {
             client_tokens: Arc::new(ClientTokens::default()),
             metrics: metrics.clone(),
             events,
+            dpop_nonces: Arc::new(DpopNonces::default()),
         };
         let (target, timeout) = (redis.target(), redis.timeout());
         let mut server = HttpServer::new(move || {
@@ -289,25 +292,24 @@ pub struct OnlineReport {
 }
 
 /// Reaches the provider (discovery: the issuer must match, the endpoints spa-bff
-/// uses must be there) and Redis (mode, version, authentication and TLS).
+/// uses must be there; whether authorization requests are pushed and can be; DPoP
+/// support when `oidc.dpop` is on) and Redis (mode, version, authentication and TLS).
 pub async fn check_online(settings: Settings) -> OnlineReport {
     let mut lines = Vec::new();
     let mut ok = true;
     let settings = Arc::new(settings);
     let discovery = ProviderHandle::new(settings.clone());
-    let discovered = discovery
-        .discover(&OidcHttp::new(settings.oidc.http_timeout))
+    match discovery
+        .fetch(&OidcHttp::new(settings.oidc.http_timeout))
         .await
-        .and_then(|()| discovery.get().map_err(|e| detail(&e)));
-    match discovered {
-        Ok(provider) => {
-            let m = &provider.metadata;
+    {
+        Ok(m) => {
             lines.push(format!(
                 "provider: ok, issuer {} matches oidc.issuer",
-                provider.issuer()
+                m.issuer().as_str()
             ));
             let token = m.token_endpoint().is_some();
-            let extra = provider.extra();
+            let extra = m.additional_metadata();
             lines.push(format!(
                 "provider endpoints: authorization yes, token {}, jwks yes, userinfo {}, end_session {}, revocation {}",
                 yes(token),
@@ -318,6 +320,14 @@ pub async fn check_online(settings: Settings) -> OnlineReport {
             if !token {
                 ok = false;
                 lines.push("provider: has no token endpoint".into());
+            }
+            let (par, par_ok) = par_report(extra, &settings.oidc);
+            ok &= par_ok;
+            lines.push(par);
+            if settings.oidc.dpop {
+                let (dpop, dpop_ok) = dpop_report(extra);
+                ok &= dpop_ok;
+                lines.push(dpop);
             }
         }
         Err(e) => {
@@ -348,6 +358,44 @@ pub async fn check_online(settings: Settings) -> OnlineReport {
         }
     }
     OnlineReport { lines, ok }
+}
+
+/// Whether the provider requires pushed authorization requests (RFC 9126), whether
+/// spa-bff will push them, and whether it can (a PAR endpoint it may call).
+fn par_report(meta: &ExtraMetadata, oidc: &OidcSettings) -> (String, bool) {
+    let required = meta.require_pushed_authorization_requests;
+    let endpoint = meta.pushed_authorization_request_endpoint.is_some();
+    let pushes = match (oidc.use_par, required) {
+        (true, _) => "yes (oidc.use_par)",
+        (false, true) => "yes (the provider requires it)",
+        (false, false) => "no",
+    };
+    match authorization_route(meta, oidc) {
+        Ok(_) => (
+            format!(
+                "par: required by the provider {}, endpoint {}, spa-bff pushes {pushes}",
+                yes(required),
+                yes(endpoint)
+            ),
+            true,
+        ),
+        Err(problem) => (format!("par: {problem}"), false),
+    }
+}
+
+/// Whether the provider takes spa-bff's DPoP proofs (ES256), for `oidc.dpop`.
+fn dpop_report(meta: &ExtraMetadata) -> (String, bool) {
+    match dpop_support(meta) {
+        DpopSupport::Advertised => ("dpop: ok, the provider accepts ES256 proofs".into(), true),
+        DpopSupport::NotAdvertised => (
+            "dpop: the provider's metadata does not advertise DPoP (dpop_signing_alg_values_supported); logins fail if it issues Bearer tokens".into(),
+            true,
+        ),
+        DpopSupport::Refused => (
+            "dpop: the provider's dpop_signing_alg_values_supported does not name ES256, the algorithm of spa-bff's proofs".into(),
+            false,
+        ),
+    }
 }
 
 /// The logged detail of a store error (never a secret).

@@ -14,6 +14,7 @@ use crate::flows::client_token::{ClientTokenSource, ClientTokens};
 use crate::flows::refresh::{RefreshFlights, RefreshPolicy, Refresher};
 use crate::flows::Deps;
 use crate::metrics::Metrics;
+use crate::oidc::dpop::DpopNonces;
 use crate::oidc::{OidcHttp, ProviderHandle};
 use crate::session::{CookieCodec, ExpiryPolicy};
 use crate::store::{LoadedSession, RedisHandle, RedisStore, SessionEvents, Store};
@@ -41,6 +42,9 @@ pub struct AppState {
     pub client_tokens: Arc<ClientTokens>,
     /// Whether the instance is shutting down, shared by every worker.
     pub lifecycle: Arc<Lifecycle>,
+    /// The latest DPoP nonces of the provider and of each upstream (`oidc.dpop`),
+    /// shared by every worker.
+    pub dpop_nonces: Arc<DpopNonces>,
     /// The server's metrics, shared by every worker (also counted by the store's
     /// connection, which carries the same handle).
     pub metrics: Metrics,
@@ -57,6 +61,8 @@ pub struct Shared {
     pub metrics: Metrics,
     /// The session announcements and the session cache (`store::events`).
     pub events: Arc<SessionEvents>,
+    /// The latest DPoP nonces of the provider and of each upstream origin.
+    pub dpop_nonces: Arc<DpopNonces>,
 }
 
 /// Serving, or draining before shutdown (`/readyz` turns 503 first, so load
@@ -108,6 +114,7 @@ impl AppState {
             client_tokens,
             metrics,
             events,
+            dpop_nonces,
         } = shared;
         let s = &settings.session;
         let redis = redis.with_metrics(metrics.clone());
@@ -126,6 +133,7 @@ impl AppState {
             flights,
             lifecycle,
             client_tokens,
+            dpop_nonces,
             metrics,
             store,
             expiry,
@@ -141,6 +149,7 @@ impl AppState {
             store: &self.store,
             provider: &self.provider,
             http: &self.http,
+            dpop_nonces: &self.dpop_nonces,
             metrics: &self.metrics,
         }
     }
@@ -153,6 +162,7 @@ impl AppState {
             http: &self.http,
             flights: &self.flights,
             oidc: &self.settings.oidc,
+            dpop_nonces: &self.dpop_nonces,
             policy: RefreshPolicy::new(&self.settings),
             metrics: &self.metrics,
         }
@@ -166,6 +176,7 @@ impl AppState {
             http: &self.http,
             oidc: &self.settings.oidc,
             skew: self.settings.proxy.refresh_skew,
+            dpop_nonces: &self.dpop_nonces,
         }
     }
 

@@ -353,32 +353,40 @@ fn parse_jwk(text: &str) -> Result<(Pair, Option<SigningAlg>), String> {
 /// The public JWK members RFC 7638 hashes, as base64url of their big-endian bytes
 /// (`n`/`e` without leading zeros, `x`/`y` at the curve's full size).
 fn public_members(pair: &Pair) -> Map<String, Value> {
-    let b64 = |bytes: &[u8]| Value::String(URL_SAFE_NO_PAD.encode(bytes));
-    let mut out = Map::new();
     match pair {
         Pair::Rsa(pair) => {
+            let b64 = |bytes: &[u8]| Value::String(URL_SAFE_NO_PAD.encode(bytes));
             let parts = PublicKeyComponents::<Vec<u8>>::from(pair.public());
             let strip = |b: &[u8]| -> Vec<u8> {
                 let first = b.iter().position(|&x| x != 0).unwrap_or(b.len() - 1);
                 b[first..].to_vec()
             };
+            let mut out = Map::new();
             out.insert("kty".into(), json!("RSA"));
             out.insert("n".into(), b64(&strip(&parts.n)));
             out.insert("e".into(), b64(&strip(&parts.e)));
+            out
         }
-        Pair::Ec(pair) => {
-            let point = pair.public_key().as_ref();
-            out.insert("kty".into(), json!("EC"));
-            out.insert("crv".into(), json!("P-256"));
-            out.insert("x".into(), b64(&point[1..33]));
-            out.insert("y".into(), b64(&point[33..65]));
-        }
+        Pair::Ec(pair) => p256_public_members(pair.public_key().as_ref()),
     }
+}
+
+/// The public JWK members of a P-256 key (`kty`, `crv`, `x`, `y`) from its
+/// uncompressed point (`04 || x || y`, as *ring* gives it). Also the `jwk` of DPoP
+/// proofs ([`crate::oidc::dpop`]).
+pub fn p256_public_members(point: &[u8]) -> Map<String, Value> {
+    let b64 = |bytes: &[u8]| Value::String(URL_SAFE_NO_PAD.encode(bytes));
+    let mut out = Map::new();
+    out.insert("kty".into(), json!("EC"));
+    out.insert("crv".into(), json!("P-256"));
+    out.insert("x".into(), b64(&point[1..33]));
+    out.insert("y".into(), b64(&point[33..65]));
     out
 }
 
 /// RFC 7638: SHA-256 over the required members in lexicographic order, no spaces.
-fn thumbprint(public: &Map<String, Value>) -> String {
+/// The key id of client keys, and the `jkt` of DPoP keys.
+pub fn thumbprint(public: &Map<String, Value>) -> String {
     let s = |k: &str| public.get(k).and_then(Value::as_str).unwrap_or_default();
     let canonical = match s("kty") {
         "RSA" => format!(r#"{{"e":"{}","kty":"RSA","n":"{}"}}"#, s("e"), s("n")),

@@ -33,7 +33,7 @@ mod session;
 mod source;
 mod values;
 
-pub use client_key::{ClientKey, SigningAlg};
+pub use client_key::{p256_public_members, thumbprint, ClientKey, SigningAlg};
 pub use oidc::{is_allowed_provider_url, AssertionAudience, ClientAuth, OidcSettings};
 pub use proxy::ProxySettings;
 pub use reader::KeyKind;

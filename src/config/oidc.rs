@@ -56,6 +56,10 @@ pub struct OidcSettings {
     /// authorization request (RFC 9126). PAR is also used, whatever this says, when
     /// the provider's metadata says `require_pushed_authorization_requests`.
     pub use_par: bool,
+    /// `oidc.dpop` (`SPA_BFF__OIDC__DPOP`, default false): bind the tokens of every new
+    /// session, and of client-credentials routes, to a key spa-bff holds (RFC 9449),
+    /// proving possession on every token request and proxied call.
+    pub dpop: bool,
     /// `oidc.jwks_path` (`SPA_BFF__OIDC__JWKS_PATH`): where spa-bff serves the public
     /// key of `client_key_file` as a JWKS, for providers that fetch a `jwks_uri`;
     /// none by default.
@@ -153,6 +157,7 @@ pub(super) fn read(r: &mut Reader<'_>) -> Option<OidcSettings> {
         }
     };
     let use_par = r.bool("oidc", "use_par", false);
+    let dpop = r.bool("oidc", "dpop", false);
     let jwks_path = read_jwks_path(r, client_auth);
     let scopes = r.list("oidc", "scopes").unwrap_or_else(|| {
         ["openid", "profile", "email", "offline_access"]
@@ -184,6 +189,7 @@ pub(super) fn read(r: &mut Reader<'_>) -> Option<OidcSettings> {
         client_key,
         client_assertion_audience,
         use_par,
+        dpop,
         jwks_path,
         scopes,
         auth_params,

@@ -20,6 +20,10 @@
 //! 4. an upstream that rejects the token (`401 invalid_token`) gets one new token
 //!    ([`ClientTokenSource::replace_rejected`]), shared by the requests it rejected.
 //!
+//! With `oidc.dpop`, each route also has a DPoP key per instance, in memory like its
+//! token ([`ClientTokenSource::dpop_key`]): the token is bound to it, and the proxy
+//! proves possession of it on every call of the route.
+//!
 //! Nothing here reads or writes a session: client tokens and users' tokens never
 //! meet.
 //!
@@ -29,6 +33,7 @@ use crate::config::{OidcSettings, RouteSettings};
 use crate::error::Error;
 use crate::flows::refresh::FAILURE_MEMORY;
 use crate::oidc::client_credentials::{request_client_token, ClientTokenError, TokenAsk};
+use crate::oidc::dpop::{DpopKey, DpopNonces, Proofs};
 use crate::oidc::{OidcHttp, ProviderHandle};
 use crate::secret::Sensitive;
 use crate::time::now_ms;
@@ -53,6 +58,9 @@ struct Slot {
     /// Held while a token is fetched (the single flight).
     flight: tokio::sync::Mutex<()>,
     state: Mutex<SlotState>,
+    /// The route's DPoP key on this instance (`oidc.dpop`), made on first use: its
+    /// tokens are bound to it and its calls prove possession of it.
+    dpop_key: Mutex<Option<Arc<DpopKey>>>,
 }
 
 #[derive(Default)]
@@ -114,6 +122,8 @@ pub struct ClientTokenSource<'a> {
     pub oidc: &'a OidcSettings,
     /// `proxy.refresh_skew`.
     pub skew: Duration,
+    /// The provider's latest DPoP nonce (`oidc.dpop`).
+    pub dpop_nonces: &'a DpopNonces,
 }
 
 impl ClientTokenSource<'_> {
@@ -134,6 +144,20 @@ impl ClientTokenSource<'_> {
             return ready;
         }
         self.fetch(route, &slot).await
+    }
+
+    /// The route's DPoP key (made on first use), or `None` without `oidc.dpop`: its
+    /// token is bound to this key, and its calls must prove possession of it.
+    pub fn dpop_key(&self, route: &RouteSettings) -> Result<Option<Arc<DpopKey>>, Error> {
+        if !self.oidc.dpop {
+            return Ok(None);
+        }
+        let slot = self.tokens.slot(&route.prefix);
+        let mut key = locked(&slot.dpop_key);
+        if key.is_none() {
+            *key = Some(Arc::new(DpopKey::generate()?.0));
+        }
+        Ok(key.clone())
     }
 
     /// A token other than `rejected`, which the upstream refused: the cache
@@ -163,10 +187,17 @@ impl ClientTokenSource<'_> {
             resource: route.resource.as_deref(),
             audience: route.audience.as_deref(),
         };
+        let key = self.dpop_key(route)?;
+        let proofs = key.as_deref().map(|key| Proofs {
+            key,
+            nonces: self.dpop_nonces,
+        });
         let result = match self.provider.get() {
-            Ok(provider) => request_client_token(&provider, self.http, self.oidc, ask, now_ms())
-                .await
-                .map_err(|e| e.to_string()),
+            Ok(provider) => {
+                request_client_token(&provider, self.http, self.oidc, ask, proofs, now_ms())
+                    .await
+                    .map_err(|e| e.to_string())
+            }
             Err(e) => Err(ClientTokenError::Unavailable(e.to_string()).to_string()),
         };
         let now = Instant::now();

@@ -116,6 +116,7 @@ pub async fn finish<S: Store>(
         deps.provider,
         deps.http,
         oidc,
+        deps.dpop_nonces,
         callback.response,
         login,
         login_resources(deps.settings),

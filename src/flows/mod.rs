@@ -14,6 +14,7 @@ pub mod refresh;
 
 use crate::config::Settings;
 use crate::metrics::Metrics;
+use crate::oidc::dpop::DpopNonces;
 use crate::oidc::{OidcHttp, ProviderHandle};
 
 /// What the login, logout and back-channel flows need from the application.
@@ -22,6 +23,8 @@ pub struct Deps<'a, S> {
     pub store: &'a S,
     pub provider: &'a ProviderHandle,
     pub http: &'a OidcHttp,
+    /// The provider's latest DPoP nonce (code exchanges of sessions with `oidc.dpop`).
+    pub dpop_nonces: &'a DpopNonces,
     /// Where session endings are counted.
     pub metrics: &'a Metrics,
 }

@@ -68,6 +68,7 @@
 use crate::config::{OidcSettings, Settings};
 use crate::error::Error;
 use crate::metrics::{Metrics, RefreshOutcome, SessionEnd};
+use crate::oidc::dpop::DpopNonces;
 use crate::oidc::logout::revoke_refresh_token;
 use crate::oidc::refresh::{refresh_tokens, RefreshError};
 use crate::oidc::refreshed_id_token::RefreshedIdToken;
@@ -126,6 +127,8 @@ pub struct Refresher<'a, S> {
     pub flights: &'a Arc<RefreshFlights>,
     /// For revoking refresh tokens nobody will use.
     pub oidc: &'a OidcSettings,
+    /// The provider's latest DPoP nonce (sessions whose tokens are bound to a key).
+    pub dpop_nonces: &'a DpopNonces,
     pub policy: RefreshPolicy,
     /// Where refresh outcomes are counted.
     pub metrics: &'a Metrics,
@@ -307,6 +310,7 @@ impl<S: Store + Clone + 'static> Refresher<'_, S> {
             &provider,
             self.http,
             self.oidc,
+            self.dpop_nonces,
             &session.record,
             need.target,
             now,

@@ -6,9 +6,14 @@
 //! allowed algorithms only, never `none`), `iss`, `aud`, `exp` and `nonce`.
 //! What it leaves to us, we check here: `azp` (when present it must be our client
 //! id; several audiences need one), `iat` not in the future, `at_hash` when
-//! present, `token_type`, the RFC 9207 `iss` response parameter, that userinfo
-//! speaks about the same `sub`, and, when `/login` asked for a fresh sign-in
-//! (`prompt=login`, `max_age`), the ID token's `auth_time` ([`check_auth_time`]).
+//! present, `token_type` (Bearer, or DPoP when a proof went with the exchange), the
+//! RFC 9207 `iss` response parameter, that userinfo speaks about the same `sub`, and,
+//! when `/login` asked for a fresh sign-in (`prompt=login`, `max_age`), the ID token's
+//! `auth_time` ([`check_auth_time`]).
+//!
+//! With `oidc.dpop`, the new session's DPoP key is made here, before the code
+//! exchange: the exchange and userinfo prove possession of it, and the record keeps it
+//! ([`crate::oidc::dpop`]).
 //!
 //! A silent login (`prompt=none`) that the provider answers with one of
 //! [`SILENT_LOGIN_ERRORS`] is not a failure: it completes as
@@ -17,7 +22,8 @@
 use crate::config::OidcSettings;
 use crate::error::{Error, LoginError};
 use crate::oidc::client_auth::ClientAuthentication;
-use crate::oidc::http::OidcHttp;
+use crate::oidc::dpop::{DpopKey, DpopNonces, Proofs, TokenHttp};
+use crate::oidc::http::{OidcHttp, Outgoing};
 use crate::oidc::login::SILENT_LOGIN_ERRORS;
 use crate::oidc::provider::{error_chain, Provider, ProviderHandle};
 use crate::secret::Sensitive;
@@ -25,7 +31,7 @@ use crate::session::{LoginState, Prompt, Resources, SessionRecord, Target, Token
 use crate::time::UnixMs;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine;
-use openidconnect::core::{CoreErrorResponseType, CoreIdToken, CoreTokenResponse, CoreTokenType};
+use openidconnect::core::{CoreErrorResponseType, CoreIdToken, CoreTokenResponse};
 use openidconnect::{
     AccessTokenHash, AuthorizationCode, ClaimsVerificationError, Nonce, NonceVerifier,
     OAuth2TokenResponse, PkceCodeVerifier, RequestTokenError, SignatureVerificationError,
@@ -100,11 +106,15 @@ pub enum Completion {
 
 /// Checks the authorization response (after the state was matched) and redeems it.
 /// `resources` are the RFC 8707 resources the authorization request named: the code
-/// exchange asks for the default one when there were several.
+/// exchange asks for the default one when there were several. With `oidc.dpop`, the
+/// new session's DPoP key is made here, just before the code exchange, which binds
+/// the tokens to it ([`crate::oidc::dpop`]); `nonces` remembers the provider's.
+#[allow(clippy::too_many_arguments)]
 pub async fn complete_login(
     providers: &ProviderHandle,
     http: &OidcHttp,
     oidc: &OidcSettings,
+    nonces: &DpopNonces,
     response: &AuthorizationResponse,
     login: LoginState,
     resources: Resources,
@@ -132,9 +142,15 @@ pub async fn complete_login(
     let resource = resources
         .token_request_resource(Target::Default)
         .unwrap_or_default();
+    let dpop = match oidc.dpop {
+        true => Some(DpopKey::generate()?),
+        false => None,
+    };
+    let proofs = dpop.as_ref().map(|(key, _)| Proofs { key, nonces });
+    let token_http = TokenHttp { http, proofs, now };
     let tokens = exchange_code(
         &provider,
-        http,
+        &token_http,
         &auth,
         code,
         login.pkce_verifier,
@@ -163,7 +179,8 @@ pub async fn complete_login(
         .ok_or_else(|| LoginError::InvalidIdToken("no sub".into()))?
         .to_string();
     let sid = claims.get("sid").and_then(Value::as_str).map(String::from);
-    if let Some(info) = userinfo(&provider, http, tokens.access_token().secret(), &sub).await {
+    let access_token = tokens.access_token().secret();
+    if let Some(info) = userinfo(&provider, http, proofs, access_token, &sub, now).await {
         for (k, v) in info {
             if !PROTOCOL_CLAIMS.contains(&k.as_str()) {
                 claims.insert(k, v);
@@ -179,6 +196,7 @@ pub async fn complete_login(
         claims,
         tokens: Tokens::from_response(&tokens, Sensitive::new(id_token.to_string()), now),
         resources,
+        dpop_key: dpop.map(|(_, stored)| stored),
     })))
 }
 
@@ -242,7 +260,7 @@ fn check_issuer_parameter(provider: &Provider, iss: Option<&str>) -> Result<(), 
 
 async fn exchange_code(
     provider: &Provider,
-    http: &OidcHttp,
+    http: &TokenHttp<'_>,
     auth: &ClientAuthentication<'_>,
     code: String,
     verifier: String,
@@ -278,13 +296,9 @@ async fn exchange_code(
         RequestTokenError::Request(e) => Error::ProviderUnavailable(format!("token endpoint: {e}")),
         other => LoginError::InvalidTokenResponse(error_chain(&other)).into(),
     })?;
-    if *tokens.token_type() != CoreTokenType::Bearer {
-        return Err(LoginError::InvalidTokenResponse(format!(
-            "token_type {:?} is not Bearer",
-            tokens.token_type()
-        ))
-        .into());
-    }
+    http.binding()
+        .check(tokens.token_type().as_ref())
+        .map_err(LoginError::InvalidTokenResponse)?;
     Ok(tokens)
 }
 
@@ -374,19 +388,30 @@ pub(crate) fn payload_claims(jwt: &str) -> Option<Map<String, Value>> {
 
 /// The provider's userinfo claims, or `None` when it has no such endpoint, refuses
 /// this access token (common for JWT access tokens bound to an API), or answers
-/// about another subject (then the answer must not be used at all).
+/// about another subject (then the answer must not be used at all). A DPoP-bound
+/// access token goes with its scheme and a proof (`ath`).
 async fn userinfo(
     provider: &Provider,
     http: &OidcHttp,
+    proofs: Option<Proofs<'_>>,
     access_token: &str,
     sub: &str,
+    now: UnixMs,
 ) -> Option<Map<String, Value>> {
     let endpoint = provider.metadata.userinfo_endpoint()?;
-    let res = http
-        .get_with_bearer(endpoint.as_str(), access_token)
-        .await
-        .map_err(|e| tracing::warn!("userinfo unavailable; using ID token claims only: {e}"))
-        .ok()?;
+    let request = Outgoing::get_json(endpoint.as_str());
+    let res = match proofs {
+        None => {
+            http.send(request.with_header("Authorization", format!("Bearer {access_token}")))
+                .await
+        }
+        Some(p) => {
+            let request = request.with_header("Authorization", format!("DPoP {access_token}"));
+            p.send(http, request, Some(access_token), now).await
+        }
+    }
+    .map_err(|e| tracing::warn!("userinfo unavailable; using ID token claims only: {e}"))
+    .ok()?;
     if !res.status.is_success() {
         tracing::debug!(
             status = res.status.as_u16(),

@@ -29,7 +29,7 @@
 
 use crate::config::{AssertionAudience, ClientAuth, OidcSettings};
 use crate::error::Error;
-use crate::oidc::http::{Answer, HttpError, OidcHttp};
+use crate::oidc::http::{Answer, HttpError, OidcHttp, Outgoing};
 use crate::oidc::provider::Provider;
 use crate::session::crypto::random_token;
 use crate::time::UnixMs;
@@ -65,10 +65,15 @@ impl Credentials {
         url: &str,
         form: &[(&str, &str)],
     ) -> Result<Answer, HttpError> {
+        http.send(self.request(url, form)).await
+    }
+
+    /// The request `POST url` with `form` plus these credentials, to send (again).
+    pub fn request(&self, url: &str, form: &[(&str, &str)]) -> Outgoing {
         let mut all: Vec<(&str, &str)> = form.to_vec();
         all.extend(self.fields.iter().map(|(k, v)| (*k, v.as_str())));
         let basic = self.basic.as_ref().map(|(id, s)| (id.as_str(), s.as_str()));
-        http.post_form(url, &all, basic).await
+        Outgoing::form_post(url, &all, basic)
     }
 
     /// Whether the form fields name the client (all methods but Basic).

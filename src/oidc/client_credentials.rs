@@ -11,6 +11,7 @@
 
 use crate::config::OidcSettings;
 use crate::oidc::client_auth::{oauth_error, refused_client_auth, ClientAuthentication};
+use crate::oidc::dpop::{self, Binding, Proofs};
 use crate::oidc::http::OidcHttp;
 use crate::oidc::provider::Provider;
 use crate::secret::Sensitive;
@@ -45,17 +46,20 @@ pub enum ClientTokenError {
     /// or this resource (`unauthorized_client`, `invalid_scope`, `invalid_target`...).
     #[error("the provider refused the client credentials grant (HTTP {status} {code})")]
     Refused { status: u16, code: String },
-    /// Unreachable, timed out, 5xx, 408/429, or an answer that is not a Bearer token.
+    /// Unreachable, timed out, 5xx, 408/429, or an answer whose token is not of the
+    /// expected type (Bearer, or DPoP when a proof was sent).
     #[error("client credentials token unavailable: {0}")]
     Unavailable(String),
 }
 
-/// Asks the token endpoint for an access token for spa-bff itself.
+/// Asks the token endpoint for an access token for spa-bff itself; with `proofs`,
+/// one bound to their key (DPoP).
 pub async fn request_client_token(
     provider: &Provider,
     http: &OidcHttp,
     oidc: &OidcSettings,
     ask: TokenAsk<'_>,
+    proofs: Option<Proofs<'_>>,
     now: UnixMs,
 ) -> Result<ClientToken, ClientTokenError> {
     let endpoint = provider.metadata.token_endpoint().ok_or_else(|| {
@@ -75,8 +79,8 @@ pub async fn request_client_token(
     if let Some(audience) = ask.audience {
         form.push(("audience", audience));
     }
-    let answer = credentials
-        .post(http, endpoint.as_str(), &form)
+    let request = credentials.request(endpoint.as_str(), &form);
+    let answer = dpop::send(http, proofs, request, now)
         .await
         .map_err(|e| ClientTokenError::Unavailable(e.to_string()))?;
     let status = answer.status.as_u16();
@@ -92,11 +96,12 @@ pub async fn request_client_token(
             "the token endpoint answered {status}"
         )));
     }
-    parse_token(&answer.body)
+    parse_token(&answer.body, Binding::of(proofs.as_ref()))
 }
 
-/// A token answer: `access_token`, `token_type` Bearer, optional `expires_in`.
-fn parse_token(body: &[u8]) -> Result<ClientToken, ClientTokenError> {
+/// A token answer: `access_token`, `token_type` as `binding` needs (Bearer, or DPoP
+/// when a proof was sent), optional `expires_in`.
+fn parse_token(body: &[u8], binding: Binding) -> Result<ClientToken, ClientTokenError> {
     let unusable =
         |why: &str| ClientTokenError::Unavailable(format!("unusable token answer: {why}"));
     let json: Value = serde_json::from_slice(body).map_err(|_| unusable("not JSON"))?;
@@ -106,9 +111,7 @@ fn parse_token(body: &[u8]) -> Result<ClientToken, ClientTokenError> {
         .filter(|t| !t.is_empty())
         .ok_or_else(|| unusable("no access_token"))?;
     let token_type = json.get("token_type").and_then(Value::as_str).unwrap_or("");
-    if !token_type.eq_ignore_ascii_case("bearer") {
-        return Err(unusable("token_type is not Bearer"));
-    }
+    binding.check(token_type).map_err(|e| unusable(&e))?;
     let lifetime = match json.get("expires_in") {
         None | Some(Value::Null) => None,
         Some(v) => Some(
@@ -128,17 +131,26 @@ fn parse_token(body: &[u8]) -> Result<ClientToken, ClientTokenError> {
 mod tests {
     use super::*;
 
+    fn parse_bearer(body: &[u8]) -> Result<ClientToken, ClientTokenError> {
+        parse_token(body, Binding::Bearer)
+    }
+
     #[test]
-    fn only_a_bearer_token_with_a_sane_expiry_is_taken() {
-        let ok =
-            parse_token(br#"{"access_token":"a","token_type":"Bearer","expires_in":300}"#).unwrap();
+    fn only_a_token_of_the_expected_type_with_a_sane_expiry_is_taken() {
+        let bound = br#"{"access_token":"a","token_type":"DPoP","expires_in":300}"#;
+        assert!(parse_token(bound, Binding::Dpop).is_ok());
+        assert!(parse_token(bound, Binding::Bearer).is_err());
+        let unbound = br#"{"access_token":"a","token_type":"Bearer","expires_in":300}"#;
+        assert!(parse_token(unbound, Binding::Dpop).is_err());
+        let ok = parse_bearer(br#"{"access_token":"a","token_type":"Bearer","expires_in":300}"#)
+            .unwrap();
         assert_eq!(ok.access_token.expose(), "a");
         assert_eq!(ok.lifetime, Some(Duration::from_secs(300)));
         let quoted =
-            parse_token(br#"{"access_token":"a","token_type":"bearer","expires_in":"60"}"#)
+            parse_bearer(br#"{"access_token":"a","token_type":"bearer","expires_in":"60"}"#)
                 .unwrap();
         assert_eq!(quoted.lifetime, Some(Duration::from_secs(60)));
-        let forever = parse_token(br#"{"access_token":"a","token_type":"Bearer"}"#).unwrap();
+        let forever = parse_bearer(br#"{"access_token":"a","token_type":"Bearer"}"#).unwrap();
         assert_eq!(forever.lifetime, None);
         for bad in [
             &br#"{"access_token":"a","token_type":"DPoP"}"#[..],
@@ -148,7 +160,7 @@ mod tests {
             b"not json",
         ] {
             assert!(
-                matches!(parse_token(bad), Err(ClientTokenError::Unavailable(_))),
+                matches!(parse_bearer(bad), Err(ClientTokenError::Unavailable(_))),
                 "{}",
                 String::from_utf8_lossy(bad)
             );

@@ -1,5 +1,6 @@
 //! The provider's HTTP client: openidconnect's `AsyncHttpClient` on awc, plus the
-//! calls openidconnect does not model (userinfo, revocation).
+//! calls openidconnect does not model (userinfo, revocation, client credentials, PAR),
+//! as plain [`Outgoing`] requests that can be sent again (DPoP's nonce retry).
 //!
 //! Every exchange has ONE deadline, `oidc.http_timeout`, for the response head and
 //! the whole body together: awc's own timeout ends at the head, and a provider that
@@ -11,7 +12,9 @@
 //! rather than into "your login/refresh is invalid".
 
 use awc::http::header::HeaderMap;
-use awc::http::StatusCode;
+use awc::http::{Method, StatusCode};
+use base64::engine::general_purpose::STANDARD;
+use base64::Engine;
 use std::future::Future;
 use std::pin::Pin;
 use std::time::Duration;
@@ -78,38 +81,13 @@ impl OidcHttp {
             })?
     }
 
-    /// `GET url` with `Authorization: Bearer <token>`, asking for JSON (userinfo).
-    pub async fn get_with_bearer(&self, url: &str, token: &str) -> Result<Answer, HttpError> {
-        let request = self
-            .client
-            .get(url)
-            .insert_header(("Authorization", format!("Bearer {token}")))
-            .insert_header(("Accept", "application/json"));
-        self.exchange(request, Vec::new()).await
-    }
-
-    /// `POST url` with a form body; `basic` adds HTTP Basic client authentication
-    /// (RFC 6749 section 2.3.1: both parts form-urlencoded first).
-    pub async fn post_form(
-        &self,
-        url: &str,
-        form: &[(&str, &str)],
-        basic: Option<(&str, &str)>,
-    ) -> Result<Answer, HttpError> {
-        let body = url::form_urlencoded::Serializer::new(String::new())
-            .extend_pairs(form)
-            .finish();
-        let mut request = self
-            .client
-            .post(url)
-            .insert_header(("Content-Type", "application/x-www-form-urlencoded"))
-            .insert_header(("Accept", "application/json"));
-        if let Some((id, secret)) = basic {
-            let encode =
-                |s: &str| url::form_urlencoded::byte_serialize(s.as_bytes()).collect::<String>();
-            request = request.basic_auth(encode(id), encode(secret));
+    /// Sends `request` and reads the whole answer, all within the deadline.
+    pub async fn send(&self, request: Outgoing) -> Result<Answer, HttpError> {
+        let mut req = self.client.request(request.method, &request.url);
+        for (name, value) in request.headers {
+            req = req.append_header((name, value));
         }
-        self.exchange(request, body.into_bytes()).await
+        self.exchange(req, request.body).await
     }
 
     /// openidconnect's request, answered as it came (no 5xx conversion).
@@ -117,22 +95,91 @@ impl OidcHttp {
         &self,
         request: openidconnect::HttpRequest,
     ) -> Result<openidconnect::HttpResponse, HttpError> {
-        let (parts, body) = request.into_parts();
-        let method = awc::http::Method::from_bytes(parts.method.as_str().as_bytes())
-            .map_err(|e| HttpError(format!("method: {e}")))?;
-        let url = parts.uri.to_string();
-        let mut req = self.client.request(method, &url);
-        for (name, value) in parts.headers.iter() {
-            req = req.append_header((name.as_str(), value.as_bytes().to_vec()));
-        }
-        let answer = self.exchange(req, body).await?;
-        let mut out = openidconnect::http::Response::builder().status(answer.status.as_u16());
-        for (name, value) in &answer.headers {
-            out = out.header(name.as_str(), value.as_bytes());
-        }
-        out.body(answer.body)
-            .map_err(|e| HttpError(format!("{url}: {e}")))
+        into_oidc_response(self.send(Outgoing::from_oidc(request)?).await?)
     }
+}
+
+/// One request to the provider as plain parts, so that it can be sent again (a DPoP
+/// proof is made per attempt, see [`crate::oidc::dpop`]).
+#[derive(Clone)]
+pub struct Outgoing {
+    pub method: Method,
+    pub url: String,
+    pub headers: Vec<(String, Vec<u8>)>,
+    pub body: Vec<u8>,
+}
+
+impl Outgoing {
+    /// `GET url`, asking for JSON.
+    pub fn get_json(url: &str) -> Self {
+        Self {
+            method: Method::GET,
+            url: url.to_string(),
+            headers: vec![("Accept".into(), b"application/json".to_vec())],
+            body: Vec::new(),
+        }
+    }
+
+    /// `POST url` with a form body; `basic` adds HTTP Basic client authentication
+    /// (RFC 6749 section 2.3.1: both parts form-urlencoded first).
+    pub fn form_post(url: &str, form: &[(&str, &str)], basic: Option<(&str, &str)>) -> Self {
+        let body = url::form_urlencoded::Serializer::new(String::new())
+            .extend_pairs(form)
+            .finish();
+        let mut out = Self {
+            method: Method::POST,
+            url: url.to_string(),
+            headers: vec![
+                (
+                    "Content-Type".into(),
+                    b"application/x-www-form-urlencoded".to_vec(),
+                ),
+                ("Accept".into(), b"application/json".to_vec()),
+            ],
+            body: body.into_bytes(),
+        };
+        if let Some((id, secret)) = basic {
+            let encode =
+                |s: &str| url::form_urlencoded::byte_serialize(s.as_bytes()).collect::<String>();
+            let pair = format!("{}:{}", encode(id), encode(secret));
+            out = out.with_header("Authorization", format!("Basic {}", STANDARD.encode(pair)));
+        }
+        out
+    }
+
+    /// openidconnect's request (http 1.x) in awc's terms.
+    pub fn from_oidc(request: openidconnect::HttpRequest) -> Result<Self, HttpError> {
+        let (parts, body) = request.into_parts();
+        let method = Method::from_bytes(parts.method.as_str().as_bytes())
+            .map_err(|e| HttpError(format!("method: {e}")))?;
+        let headers = parts
+            .headers
+            .iter()
+            .map(|(name, value)| (name.as_str().to_string(), value.as_bytes().to_vec()))
+            .collect();
+        Ok(Self {
+            method,
+            url: parts.uri.to_string(),
+            headers,
+            body,
+        })
+    }
+
+    /// This request with one more header.
+    pub fn with_header(mut self, name: &str, value: impl Into<Vec<u8>>) -> Self {
+        self.headers.push((name.to_string(), value.into()));
+        self
+    }
+}
+
+/// A provider's answer as openidconnect takes it (http 1.x).
+pub fn into_oidc_response(answer: Answer) -> Result<openidconnect::HttpResponse, HttpError> {
+    let mut out = openidconnect::http::Response::builder().status(answer.status.as_u16());
+    for (name, value) in &answer.headers {
+        out = out.header(name.as_str(), value.as_bytes());
+    }
+    out.body(answer.body)
+        .map_err(|e| HttpError(format!("provider answer: {e}")))
 }
 
 /// A 5xx answer as a transport error (the provider is unavailable).

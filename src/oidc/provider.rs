@@ -53,6 +53,8 @@ pub struct ExtraMetadata {
     /// RFC 9126: the provider accepts pushed authorization requests only.
     #[serde(default)]
     pub require_pushed_authorization_requests: bool,
+    /// RFC 9449: the algorithms the provider accepts for DPoP proofs.
+    pub dpop_signing_alg_values_supported: Option<Vec<String>>,
 }
 
 impl AdditionalProviderMetadata for ExtraMetadata {}
@@ -168,7 +170,7 @@ impl ProviderHandle {
 
     /// Reads the discovery document and the JWKS it names. openidconnect refuses a
     /// document whose `issuer` is not the configured one.
-    async fn fetch(&self, http: &OidcHttp) -> Result<Metadata, String> {
+    pub async fn fetch(&self, http: &OidcHttp) -> Result<Metadata, String> {
         let issuer =
             IssuerUrl::new(self.settings.oidc.issuer.clone()).map_err(|e| e.to_string())?;
         Metadata::discover_async(issuer, http)
@@ -296,13 +298,36 @@ pub fn authorization_route(
     }
 }
 
-/// Says once, at start-up, that PAR is used although not configured.
+/// Says once, at start-up, that PAR is used although not configured, and that the
+/// provider does not take spa-bff's DPoP proofs.
 fn announce(provider: &Provider, oidc: &OidcSettings) {
     let pushed = matches!(provider.authorization, AuthorizationRoute::Pushed(_));
     if pushed && !oidc.use_par {
         tracing::info!(
             "the provider requires pushed authorization requests (require_pushed_authorization_requests); /login pushes them although oidc.use_par = false"
         );
+    }
+    if let (true, DpopSupport::Refused) = (oidc.dpop, dpop_support(provider.extra())) {
+        tracing::warn!("oidc.dpop = true, but the provider's dpop_signing_alg_values_supported does not name ES256: its token endpoint will refuse spa-bff's proofs");
+    }
+}
+
+/// What the provider's metadata says about DPoP proofs signed with ES256 (spa-bff's).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DpopSupport {
+    /// `dpop_signing_alg_values_supported` names ES256.
+    Advertised,
+    /// The metadata says nothing about DPoP (it may still work).
+    NotAdvertised,
+    /// The metadata names DPoP algorithms, but not ES256.
+    Refused,
+}
+
+pub fn dpop_support(meta: &ExtraMetadata) -> DpopSupport {
+    match &meta.dpop_signing_alg_values_supported {
+        None => DpopSupport::NotAdvertised,
+        Some(algs) if algs.iter().any(|a| a == "ES256") => DpopSupport::Advertised,
+        Some(_) => DpopSupport::Refused,
     }
 }
 
@@ -377,5 +402,23 @@ mod tests {
                 (g, e) => panic!("{use_par} {endpoint:?} {required}: {g:?} vs {e:?}"),
             }
         }
+    }
+
+    #[test]
+    fn dpop_proofs_are_taken_when_es256_is_advertised_and_refused_when_it_is_not() {
+        let with = |algs: Option<&[&str]>| ExtraMetadata {
+            dpop_signing_alg_values_supported: algs
+                .map(|a| a.iter().map(|s| s.to_string()).collect()),
+            ..ExtraMetadata::default()
+        };
+        assert_eq!(
+            dpop_support(&with(Some(&["ES256", "EdDSA"]))),
+            DpopSupport::Advertised
+        );
+        assert_eq!(dpop_support(&with(None)), DpopSupport::NotAdvertised);
+        assert_eq!(
+            dpop_support(&with(Some(&["RS256", "PS256"]))),
+            DpopSupport::Refused
+        );
     }
 }

@@ -11,7 +11,9 @@
 //! section 2.2). The `resource` sent is the one the login named for that target
 //! ([`Resources::token_request_resource`](crate::session::Resources::token_request_resource)).
 //! An ID token in the answer is checked ([`refreshed_id_token`](super::refreshed_id_token))
-//! and reported, not used: the flow decides.
+//! and reported, not used: the flow decides. A session whose tokens are bound to a
+//! DPoP key proves possession of it on the refresh ([`crate::oidc::dpop`]): the new
+//! access token is bound to the same key.
 //!
 //! A failure is judged by what the provider actually sent ([`RefreshError`]): any
 //! 4xx, an OAuth error or a bare status, refuses the grant (the session ends), except
@@ -22,13 +24,14 @@
 //! session would not fix: it is an outage, logged as what it is.
 
 use crate::config::OidcSettings;
-use crate::oidc::client_auth::{refused_client_auth, ClientAuthentication};
+use crate::oidc::client_auth::{oauth_error, refused_client_auth, ClientAuthentication};
+use crate::oidc::dpop::{DpopKey, DpopNonces, Proofs, TokenHttp};
 use crate::oidc::http::{server_error_as_unavailable, HttpError, OidcHttp};
 use crate::oidc::provider::{error_chain, Provider};
 use crate::oidc::refreshed_id_token::{check_refreshed_id_token, RefreshedIdToken};
 use crate::session::{SessionRecord, Target, Tokens};
 use crate::time::UnixMs;
-use openidconnect::core::{CoreErrorResponseType, CoreTokenType};
+use openidconnect::core::CoreErrorResponseType;
 use openidconnect::{OAuth2TokenResponse, RefreshToken, RequestTokenError};
 use std::cell::RefCell;
 use std::future::Future;
@@ -67,11 +70,14 @@ pub struct Refreshed {
     pub id_token: RefreshedIdToken,
 }
 
-/// Redeems the session's refresh token at the token endpoint for `target`.
+/// Redeems the session's refresh token at the token endpoint for `target`; with a
+/// proof of the session's DPoP key when it has one (`nonces` remembers the
+/// provider's).
 pub async fn refresh_tokens(
     provider: &Provider,
     http: &OidcHttp,
     oidc: &OidcSettings,
+    nonces: &DpopNonces,
     record: &SessionRecord,
     target: Target<'_>,
     now: UnixMs,
@@ -101,8 +107,18 @@ pub async fn refresh_tokens(
     if let Some(resource) = resource {
         request = request.add_extra_param("resource", resource.to_string());
     }
+    let key = match &record.dpop_key {
+        Some(stored) => Some(
+            DpopKey::from_stored(stored).map_err(|e| RefreshError::Unavailable(e.to_string()))?,
+        ),
+        None => None,
+    };
     let observed = Observed {
-        http,
+        http: TokenHttp {
+            http,
+            proofs: key.as_ref().map(|key| Proofs { key, nonces }),
+            now,
+        },
         answer: RefCell::new(None),
     };
     let result = request.request_async(&observed).await;
@@ -120,12 +136,11 @@ pub async fn refresh_tokens(
             });
         }
     };
-    if *answer.token_type() != CoreTokenType::Bearer {
-        return Err(RefreshError::Unavailable(format!(
-            "token_type {:?} is not Bearer",
-            answer.token_type()
-        )));
-    }
+    observed
+        .http
+        .binding()
+        .check(answer.token_type().as_ref())
+        .map_err(RefreshError::Unavailable)?;
     let fresh = Tokens::from_response(&answer, tokens.id_token.clone(), now);
     Ok(Refreshed {
         tokens: tokens.refreshed(fresh, target),
@@ -135,7 +150,9 @@ pub async fn refresh_tokens(
 
 /// A failed refresh by what the provider sent: any 4xx (but 408 and 429, which
 /// mean "later") refuses the grant, whether its body is an OAuth error or not;
-/// everything else (no answer, a timeout, 5xx, an unusable 2xx) is an outage.
+/// everything else (no answer, a timeout, 5xx, an unusable 2xx) is an outage. So is a
+/// refused DPoP proof (`invalid_dpop_proof`, or a nonce demanded again after the one
+/// retry): about spa-bff's proof, not the grant.
 fn classify<E: std::error::Error>(
     seen: Option<(u16, Vec<u8>)>,
     error: &E,
@@ -145,6 +162,10 @@ fn classify<E: std::error::Error>(
         Some((status, body)) if refused_client_auth(status, &body) => RefreshError::Unavailable(
             format!("the provider refused spa-bff's client authentication (HTTP {status} invalid_client): check oidc.client_auth and the client secret or key"),
         ),
+        Some((status, body)) if refused_dpop_proof(&body) => RefreshError::Unavailable(format!(
+            "the provider refused the DPoP proof (HTTP {status}: {})",
+            excerpt(&body, refresh_token)
+        )),
         Some((status, body)) if (400..500).contains(&status) && status != 408 && status != 429 => {
             RefreshError::Refused {
                 detail: format!("HTTP {status}: {}", excerpt(&body, refresh_token)),
@@ -152,6 +173,14 @@ fn classify<E: std::error::Error>(
         }
         _ => RefreshError::Unavailable(error_chain(error)),
     }
+}
+
+/// Whether a 4xx is about the DPoP proof, not the grant.
+fn refused_dpop_proof(body: &[u8]) -> bool {
+    matches!(
+        oauth_error(body).as_deref(),
+        Some("invalid_dpop_proof" | "use_dpop_nonce")
+    )
 }
 
 /// The start of a provider's answer, fit for a log line: printable, short, and
@@ -169,10 +198,11 @@ fn excerpt(body: &[u8], refresh_token: &str) -> String {
     }
 }
 
-/// The provider's HTTP client, noting the status and body of the answer so that a
-/// failed refresh can be judged by what the provider actually sent.
+/// The provider's HTTP client (with DPoP proofs when the session has a key), noting
+/// the status and body of the answer so that a failed refresh can be judged by what
+/// the provider actually sent.
 struct Observed<'a> {
-    http: &'a OidcHttp,
+    http: TokenHttp<'a>,
     answer: RefCell<Option<(u16, Vec<u8>)>>,
 }
 
@@ -227,6 +257,12 @@ mod tests {
             ),
             (Some(401), r#"{"error":"invalid_client"}"#, "unavailable"),
             (Some(400), r#"{"error":"invalid_client"}"#, "unavailable"),
+            (Some(400), r#"{"error":"use_dpop_nonce"}"#, "unavailable"),
+            (
+                Some(400),
+                r#"{"error":"invalid_dpop_proof"}"#,
+                "unavailable",
+            ),
             (Some(408), "", "unavailable"),
             (Some(429), "slow down", "unavailable"),
             (Some(500), "", "unavailable"),

@@ -32,6 +32,8 @@ const HOP_BY_HOP: &[&str] = &[
 const NEVER_UPSTREAM: &[&str] = &[
     "cookie",
     "authorization",
+    // a DPoP proof is spa-bff's to make, for the token it attaches
+    "dpop",
     "host",
     // the body is re-framed by us (Content-Length or chunked)
     "content-length",
@@ -260,6 +262,7 @@ mod tests {
         let incoming = map(&[
             ("cookie", "__Host-spa-bff=secret"),
             ("authorization", "Bearer forged"),
+            ("dpop", "forged.proof.jwt"),
             ("x-csrf", "1"),
             ("host", "app.example.com"),
             ("connection", "keep-alive, X-Secret-Hop"),

@@ -15,11 +15,14 @@
 //!    [`ClientTokenSource::token`](crate::flows::client_token::ClientTokenSource::token):
 //!    the route's own token, cached and fetched once for all waiting requests;
 //! 4. [`prepare_upstream`]: URL, header hygiene ([`headers`]), `Authorization:
-//!    Bearer`, `X-Forwarded-*` (the client as [`crate::edge::client`] believes it);
+//!    Bearer`, or for a token bound to a key (`oidc.dpop`, [`crate::oidc::dpop`])
+//!    `Authorization: DPoP` and a fresh proof of that key, `X-Forwarded-*` (the client
+//!    as [`crate::edge::client`] believes it);
 //! 5. [`send_upstream`]: stream the request body (never buffered beyond the retry
 //!    buffer; every pause bounded by `server.request_body_timeout`, the size by the
 //!    route's `max_body`, see [`crate::edge::body`]) with the route's timeout until the
-//!    response head arrives;
+//!    response head arrives; an upstream's DPoP nonce challenge is answered once
+//!    ([`Call::send`]);
 //! 6. [`respond`]: filter the response headers (own cookies never set; answers to
 //!    token-bearing requests made `private`) and stream the body back.
 //!
@@ -44,11 +47,13 @@ use crate::csrf;
 use crate::edge::body::{FaultSlot, GuardedBody};
 use crate::edge::client::client_of;
 use crate::error::Error;
+use crate::oidc::dpop::{self, DpopKey};
 use crate::secret::Sensitive;
 use crate::session::Target;
 use crate::state::{AppState, SessionLookup};
 use crate::store::LoadedSession;
 use crate::telemetry::{RequestId, REQUEST_ID};
+use crate::time::now_ms;
 use actix_web::body::SizedStream;
 use actix_web::http::header::{self, HeaderValue};
 use actix_web::{web, HttpMessage, HttpRequest, HttpResponse, ResponseError};
@@ -161,9 +166,18 @@ async fn proxy(
         })
         .or(client_token.as_ref().map(Sensitive::expose));
     let carried_token = token.is_some();
+    let bound = bound_key(state, route, session.as_ref())?;
+    let key = bound.as_deref();
     if websocket::is_upgrade(req) {
         let url = upstream_url(route, &call.rest, req.query_string());
-        let headers = upstream_headers(req, state, token)?;
+        let nonce = key.and_then(|_| state.dpop_nonces.upstream(&origin(route)));
+        let headers = upstream_headers(
+            req,
+            state,
+            token.map(|t| Credential::new(t, key)),
+            &url,
+            nonce.as_deref(),
+        )?;
         let watch = websocket::Watch {
             state: state.clone(),
             session: session.as_ref().map(|s| s.reference.clone()),
@@ -175,7 +189,9 @@ async fn proxy(
     }
     let body = OutgoingBody::read(req, payload, state, route).await?;
     let replay = body.replay();
-    let mut response = call.send(token, body).await?;
+    let mut response = call
+        .send(token.map(|t| Credential::new(t, key)), body)
+        .await?;
     let mut retry_ended = false;
     if let (Some(rejected), Some(body), true) = (&client_token, &replay, rejects_token(&response)) {
         if let Some(renewed) =
@@ -183,7 +199,10 @@ async fn proxy(
         {
             tracing::info!(route = %route.prefix, "upstream rejected the client token; retrying once with a new one");
             response = call
-                .send(Some(renewed.expose()), body.replay_owned())
+                .send(
+                    Some(Credential::new(renewed.expose(), key)),
+                    body.replay_owned(),
+                )
                 .await?;
         }
     }
@@ -194,7 +213,9 @@ async fn proxy(
                     tracing::info!(route = %route.prefix, "upstream rejected the access token; retrying once with a new one");
                     let target = token_target(&renewed, route);
                     let token = renewed.record.tokens.access_token_for(target);
-                    response = call.send(token.map(|t| t.expose()), body).await?;
+                    response = call
+                        .send(token.map(|t| Credential::new(t.expose(), key)), body)
+                        .await?;
                 }
                 Renewal::NothingNewer => {} // the upstream's 401 stands
                 Renewal::SessionEnded => retry_ended = true, // likewise; the cookie goes
@@ -218,13 +239,47 @@ struct Call<'a> {
 }
 
 impl Call<'_> {
-    /// Phases 4 and 5: prepare and send, with `token` as the Bearer.
+    /// Phases 4 and 5: prepare and send, with `credential`'s token. A DPoP-bound one
+    /// goes with a fresh proof, and an upstream that demands a new nonce for it
+    /// (`401`, `use_dpop_nonce`) gets the request once more with that nonce when the
+    /// body can be sent again (never a second time: its next `401` is passed on).
     async fn send(
         &self,
-        token: Option<&str>,
+        credential: Option<Credential<'_>>,
         body: OutgoingBody,
     ) -> Result<awc::ClientResponse<impl UpstreamBody>, Error> {
-        let upstream = prepare_upstream(self.req, self.state, self.route, &self.rest, token)?;
+        let Some(Credential::Dpop { .. }) = credential else {
+            return self.send_once(credential, None, body).await;
+        };
+        let nonces = &self.state.dpop_nonces;
+        let origin = origin(self.route);
+        let replay = body.replay();
+        let sent = nonces.upstream(&origin);
+        let response = self.send_once(credential, sent.as_deref(), body).await?;
+        nonces.remember_upstream(&origin, response.headers());
+        let demanded = response.status() == actix_web::http::StatusCode::UNAUTHORIZED
+            && dpop::resource_demands_nonce(response.headers());
+        match (demanded, replay, nonces.upstream(&origin)) {
+            (true, Some(body), Some(nonce)) if Some(&nonce) != sent.as_ref() => {
+                tracing::debug!(route = %self.route.prefix, "the upstream demands a DPoP nonce; retrying once with it");
+                let response = self.send_once(credential, Some(&nonce), body).await?;
+                nonces.remember_upstream(&origin, response.headers());
+                Ok(response)
+            }
+            _ => Ok(response),
+        }
+    }
+
+    /// Prepares and sends once, with `nonce` in a DPoP proof.
+    async fn send_once(
+        &self,
+        credential: Option<Credential<'_>>,
+        nonce: Option<&str>,
+        body: OutgoingBody,
+    ) -> Result<awc::ClientResponse<impl UpstreamBody>, Error> {
+        let upstream = prepare_upstream(
+            self.req, self.state, self.route, &self.rest, credential, nonce,
+        )?;
         let _timer = self.state.metrics.upstream_timer(&self.route.prefix);
         send_upstream(upstream, body).await
     }
@@ -264,6 +319,47 @@ enum Renewal {
     SessionEnded,
 }
 
+/// How a request's access token goes upstream.
+#[derive(Clone, Copy)]
+enum Credential<'a> {
+    /// `Authorization: Bearer <token>`.
+    Bearer(&'a str),
+    /// `Authorization: DPoP <token>` and a fresh proof of `key`, the key the token is
+    /// bound to (RFC 9449 section 7).
+    Dpop { token: &'a str, key: &'a DpopKey },
+}
+
+impl<'a> Credential<'a> {
+    fn new(token: &'a str, key: Option<&'a DpopKey>) -> Self {
+        match key {
+            Some(key) => Credential::Dpop { token, key },
+            None => Credential::Bearer(token),
+        }
+    }
+}
+
+/// The DPoP key the request's token is bound to: the session's (when it logged in
+/// with `oidc.dpop`), or a `client` route's. `None` for Bearer tokens: without DPoP
+/// nothing is read, parsed or signed.
+fn bound_key(
+    state: &AppState,
+    route: &RouteSettings,
+    session: Option<&LoadedSession>,
+) -> Result<Option<Arc<DpopKey>>, Error> {
+    if route.token == TokenRequirement::Client {
+        return state.client_tokens().dpop_key(route);
+    }
+    match session.and_then(|s| s.record.dpop_key.as_ref()) {
+        Some(stored) => Ok(Some(Arc::new(DpopKey::from_stored(stored)?))),
+        None => Ok(None),
+    }
+}
+
+/// The upstream's origin, under which its DPoP nonce is remembered.
+fn origin(route: &RouteSettings) -> String {
+    route.upstream.origin().ascii_serialization()
+}
+
 /// Which of the session's access tokens `route` gets: the one for its `resource`
 /// (RFC 8707), or the session's own one. A token for one resource never goes to a
 /// route with another (or none).
@@ -293,7 +389,8 @@ fn live(
 }
 
 /// Whether the upstream answered 401 with `WWW-Authenticate: Bearer ...
-/// error="invalid_token"` (RFC 6750 section 3.1).
+/// error="invalid_token"` (RFC 6750 section 3.1), or `DPoP ... error="invalid_token"`
+/// (RFC 9449 section 7.1).
 fn rejects_token<S>(response: &awc::ClientResponse<S>) -> bool {
     response.status() == actix_web::http::StatusCode::UNAUTHORIZED
         && response
@@ -301,7 +398,10 @@ fn rejects_token<S>(response: &awc::ClientResponse<S>) -> bool {
             .get_all(header::WWW_AUTHENTICATE)
             .filter_map(|v| v.to_str().ok())
             .map(str::to_ascii_lowercase)
-            .any(|v| v.starts_with("bearer") && v.contains("error=\"invalid_token\""))
+            .any(|v| {
+                (v.starts_with("bearer") || v.starts_with("dpop"))
+                    && v.contains("error=\"invalid_token\"")
+            })
 }
 
 /// Bodies up to this size are buffered so that a request can be retried once
@@ -462,13 +562,15 @@ async fn authenticate(
     }
 }
 
-/// Phase 4: the upstream request, headers cleaned and the token attached.
+/// Phase 4: the upstream request, headers cleaned and the token attached (with a
+/// DPoP proof carrying `nonce`, for a DPoP-bound token).
 fn prepare_upstream(
     req: &HttpRequest,
     state: &AppState,
     route: &RouteSettings,
     path: &str,
-    access_token: Option<&str>,
+    credential: Option<Credential<'_>>,
+    nonce: Option<&str>,
 ) -> Result<awc::ClientRequest, Error> {
     let url = upstream_url(route, path, req.query_string());
     let mut upstream = state
@@ -476,15 +578,18 @@ fn prepare_upstream(
         .request(req.method().clone(), url.as_str())
         .no_decompress()
         .timeout(route.timeout);
-    *upstream.headers_mut() = upstream_headers(req, state, access_token)?;
+    *upstream.headers_mut() = upstream_headers(req, state, credential, &url, nonce)?;
     Ok(upstream)
 }
 
-/// The browser's headers cleaned ([`headers`]), plus `X-Forwarded-*` and the token.
+/// The browser's headers cleaned ([`headers`]), plus `X-Forwarded-*` and the token
+/// (and for a DPoP-bound one, a proof for this request to `url`).
 fn upstream_headers(
     req: &HttpRequest,
     state: &AppState,
-    access_token: Option<&str>,
+    credential: Option<Credential<'_>>,
+    url: &str,
+    nonce: Option<&str>,
 ) -> Result<actix_web::http::header::HeaderMap, Error> {
     let public = &state.settings.server.public_url;
     let host = match public.port() {
@@ -500,10 +605,20 @@ fn upstream_headers(
     if let Some(id) = request_id.and_then(|RequestId(id)| HeaderValue::from_str(&id).ok()) {
         out.insert(REQUEST_ID, id);
     }
-    if let Some(token) = access_token {
-        let value = HeaderValue::from_str(&format!("Bearer {token}"))
-            .map_err(|_| Error::Internal("access token is not a valid header value".into()))?;
-        out.insert(header::AUTHORIZATION, value);
+    let invalid = || Error::Internal("access token is not a valid header value".into());
+    match credential {
+        None => {}
+        Some(Credential::Bearer(token)) => {
+            let value = HeaderValue::from_str(&format!("Bearer {token}")).map_err(|_| invalid())?;
+            out.insert(header::AUTHORIZATION, value);
+        }
+        Some(Credential::Dpop { token, key }) => {
+            let value = HeaderValue::from_str(&format!("DPoP {token}")).map_err(|_| invalid())?;
+            out.insert(header::AUTHORIZATION, value);
+            let proof = key.proof(req.method().as_str(), url, Some(token), nonce, now_ms())?;
+            let proof = HeaderValue::from_str(&proof).map_err(|_| invalid())?;
+            out.insert(header::HeaderName::from_static("dpop"), proof);
+        }
     }
     Ok(out)
 }

@@ -3,7 +3,8 @@
 //!
 //! A session holds one refresh token and, besides the access token its login got (the
 //! "default" one), an access token per RFC 8707 resource that a route asked for
-//! ([`Target`]): every one of them lives inside the encrypted record.
+//! ([`Target`]): every one of them lives inside the encrypted record, and so does the
+//! key they are bound to when the session uses DPoP.
 
 use crate::secret::Sensitive;
 use crate::time::UnixMs;
@@ -25,6 +26,12 @@ pub struct SessionRecord {
     /// before per-route audiences existed have none).
     #[serde(default, skip_serializing_if = "Resources::is_empty")]
     pub resources: Resources,
+    /// The session's DPoP key (RFC 9449; base64url of its PKCS#8 document), when its
+    /// tokens are bound to one (`oidc.dpop` when it logged in): every token request
+    /// and proxied call of the session proves possession of it. Encrypted at rest with
+    /// the rest of the record; never printed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub dpop_key: Option<Sensitive>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]

@@ -251,6 +251,7 @@ mod tests {
                     resource_tokens: Default::default(),
                 },
                 resources: Default::default(),
+                dpop_key: None,
             },
             created_at: 0,
             last_seen: 0,

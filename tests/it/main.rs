@@ -8,6 +8,7 @@ mod backchannel;
 mod client_auth;
 mod client_routes;
 mod demo_api;
+mod dpop;
 mod edge;
 mod fake_op;
 mod layers;

@@ -468,6 +468,104 @@ async fn check_config_online_reports_the_provider_and_each_redis_deployment() {
     assert!(out.contains("redis: Redis: connection refused"), "{out}");
 }
 
+/// `spa-bff check-config --online` on a configuration naming `issuer` and the shared
+/// Redis, with more `[oidc]` lines; its exit code and output. Run off the test's
+/// thread, which serves in-process peers (the fake provider).
+async fn check_online(issuer: &str, oidc_lines: &str) -> (Option<i32>, String) {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("spa-bff.toml");
+    std::fs::write(
+        &path,
+        format!(
+            "[server]\npublic_url = \"http://127.0.0.1:8080\"\n\
+             [oidc]\nissuer = \"{issuer}\"\nclient_id = \"c\"\nclient_secret = \"not-a-real-secret\"\n{oidc_lines}\n\
+             [session]\ncookie_keys = [\"{TEST_COOKIE_KEY}\"]\ninsecure_cookies = true\nredis_url = \"{}\"\n",
+            support::shared_redis().url()
+        ),
+    )
+    .unwrap();
+    let out = actix_web::rt::task::spawn_blocking(move || {
+        Command::new(env!("CARGO_BIN_EXE_spa-bff"))
+            .args(["check-config", "--online", "--config"])
+            .arg(&path)
+            .output()
+            .unwrap()
+    })
+    .await
+    .unwrap();
+    (
+        out.status.code(),
+        format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        ),
+    )
+}
+
+#[actix_web::test]
+async fn check_config_online_reports_whether_authorization_requests_are_pushed_and_can_be() {
+    support::init();
+    let shared = support::shared_provider().issuer();
+    let (code, out) = check_online(&shared, "").await;
+    assert_eq!(code, Some(0), "{out}");
+    assert!(
+        out.contains("par: required by the provider no, endpoint yes, spa-bff pushes no"),
+        "{out}"
+    );
+    let (code, out) = check_online(&shared, "use_par = true").await;
+    assert_eq!(code, Some(0), "{out}");
+    assert!(out.contains("spa-bff pushes yes (oidc.use_par)"), "{out}");
+
+    let requiring = Provider::start(ProviderOptions {
+        require_par: true,
+        ..ProviderOptions::default()
+    });
+    let (code, out) = check_online(&requiring.issuer(), "").await;
+    assert_eq!(code, Some(0), "{out}");
+    assert!(
+        out.contains(
+            "par: required by the provider yes, endpoint yes, spa-bff pushes yes (the provider requires it)"
+        ),
+        "{out}"
+    );
+
+    // PAR configured, and a provider that names no PAR endpoint (the fake): an error.
+    let (_fake, fake_issuer) = crate::support::fake_op::start_fake_op();
+    let (code, out) = check_online(&fake_issuer, "use_par = true").await;
+    assert_eq!(code, Some(1), "{out}");
+    assert!(
+        out.contains("par: oidc.use_par = true, but the provider's metadata names no pushed_authorization_request_endpoint"),
+        "{out}"
+    );
+    assert!(out.contains("provider: ok"), "{out}");
+}
+
+#[actix_web::test]
+async fn check_config_online_says_whether_the_provider_takes_spa_bffs_dpop_proofs() {
+    support::init();
+    let (code, out) = check_online(&support::shared_provider().issuer(), "dpop = true").await;
+    assert_eq!(code, Some(0), "{out}");
+    assert!(
+        out.contains("dpop: ok, the provider accepts ES256 proofs"),
+        "{out}"
+    );
+    let (code, out) = check_online(&support::shared_provider().issuer(), "").await;
+    assert_eq!(code, Some(0), "{out}");
+    assert!(
+        !out.contains("dpop:"),
+        "nothing to say without oidc.dpop: {out}"
+    );
+    // The fake provider's metadata says nothing about DPoP.
+    let (_fake, fake_issuer) = crate::support::fake_op::start_fake_op();
+    let (code, out) = check_online(&fake_issuer, "dpop = true").await;
+    assert_eq!(code, Some(0), "{out}");
+    assert!(
+        out.contains("dpop: the provider's metadata does not advertise DPoP"),
+        "{out}"
+    );
+}
+
 #[actix_web::test]
 async fn a_token_save_returns_only_once_a_replica_holds_it() {
     use crate::store_contract::{checks, long_lived, store_under};

@@ -220,6 +220,7 @@ pub mod checks {
                 resource_tokens: Default::default(),
             },
             resources: Default::default(),
+            dpop_key: None,
         }
     }
 

@@ -41,10 +41,17 @@
 //   (clients register their public `jwks` or a `jwks_uri`, fetched over loopback like back-channel
 //   logout). The client credentials grant is on (opaque tokens, or JWTs for a `resource`, living
 //   ACCESS_TOKEN_TTL like the others); PAR is on (required of everyone with REQUIRE_PAR=1).
+// - DPoP (RFC 9449): on, ES256 among the proof algorithms, with a nonce secret so that it can
+//   demand nonces: it sends a fresh `DPoP-Nonce` on answers to DPoP requests, and demands a nonce
+//   (400 use_dpop_nonce at the token endpoint) only of the clients named by
+//   /__test/dpop-require-nonce. Clients registered with `dpop_bound_access_tokens: true` must send
+//   a proof on every token request (a refresh without one is invalid_grant, before rotation); the
+//   tokens are then bound to the proof's key (`cnf.jkt` in JWT access tokens).
 // - Only response_type=code. The built-in HTML pages lose their web-font @import (no internet here).
 // - /__test/* admin routes live on the same server, in front of provider.callback(): stats,
 //   reset-stats, revoke (an account's grants), delay-token (hold the next token answers of a
-//   grant type after processing them), refresh-tokens (an account's usable refresh tokens).
+//   grant type after processing them), refresh-tokens (an account's usable refresh tokens),
+//   dpop-require-nonce (token requests of a client must carry the provider's DPoP nonce).
 // - Prints exactly one line `listening <port>` when ready; exits on SIGTERM/SIGINT and when stdin
 //   (if it is a pipe, as when spawned by the Rust tests) reaches EOF.
 import { generateKeyPairSync, randomBytes } from 'node:crypto';
@@ -148,6 +155,8 @@ const signingJwk = saved?.jwk ?? {
   use: 'sig', alg: 'RS256', kid: `rs256-${randomBytes(6).toString('hex')}`,
 };
 const cookieKey = saved?.cookieKey ?? randomBytes(32).toString('base64url');
+// Clients whose DPoP proofs must carry the provider's nonce (/__test/dpop-require-nonce).
+const nonceClients = new Set();
 const provider = new Provider(ISSUER, {
   adapter: MapAdapter,
   clients: CLIENTS,
@@ -186,6 +195,11 @@ const provider = new Provider(ISSUER, {
     introspection: { enabled: true, allowedPolicy: async () => true },
     userinfo: { enabled: true },
     clientCredentials: { enabled: true },
+    dPoP: {
+      enabled: true,
+      nonceSecret: randomBytes(32),
+      requireNonce: (ctx) => nonceClients.has(ctx.oidc?.client?.clientId),
+    },
     pushedAuthorizationRequests: { enabled: true, requirePushedAuthorizationRequests: REQUIRE_PAR },
     resourceIndicators: {
       enabled: true,
@@ -313,6 +327,10 @@ const server = createServer((req, res) => {
       if (payload && payload.accountId === sub && !payload.consumed) active.push(key.slice('RefreshToken:'.length));
     }
     return json(res, 200, { active });
+  }
+  if (route === 'POST /__test/dpop-require-nonce' && url.searchParams.get('client_id')) {
+    nonceClients.add(url.searchParams.get('client_id'));
+    return json(res, 200, {});
   }
   if (route === 'POST /__test/revoke' && url.searchParams.get('sub')) {
     return revokeAccount(url.searchParams.get('sub')).then((n) => json(res, 200, { revoked_grants: n }));

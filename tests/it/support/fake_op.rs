@@ -71,6 +71,9 @@ pub enum Flaw {
     NoAuthTime,
     /// A valid ID token about another user (`sub`), for refresh answers.
     OtherSubject,
+    /// The token endpoint demands a new DPoP nonce of every code exchange (`400
+    /// use_dpop_nonce` with a fresh `DPoP-Nonce`), whatever the proof carries.
+    DpopNonceEveryTime,
 }
 
 /// How the fake answers a `refresh_token` grant.
@@ -352,6 +355,11 @@ async fn token(
         Flaw::TokenEndpointDown => return HttpResponse::BadGateway().body("upstream down"),
         Flaw::InvalidGrant => {
             return HttpResponse::BadRequest().json(json!({ "error": "invalid_grant" }))
+        }
+        Flaw::DpopNonceEveryTime => {
+            return HttpResponse::BadRequest()
+                .insert_header(("DPoP-Nonce", support::random_string(12)))
+                .json(json!({ "error": "use_dpop_nonce" }))
         }
         _ => {}
     }

@@ -503,6 +503,17 @@ impl Provider {
         assert_eq!(status, 200, "delay-token: {body}");
     }
 
+    /// From now on the provider demands its DPoP nonce in the proofs of `client_id`'s
+    /// token requests (`400 use_dpop_nonce` with a `DPoP-Nonce` without it).
+    pub async fn require_dpop_nonce(&self, client_id: &str) {
+        let path = format!(
+            "/__test/dpop-require-nonce?{}",
+            super::form_encode(&[("client_id", client_id)])
+        );
+        let (status, body) = self.send("POST", &path, None).await;
+        assert_eq!(status, 200, "dpop-require-nonce: {body}");
+    }
+
     /// The refresh tokens of account `sub` the provider would still accept (not
     /// revoked, not consumed by rotation, not expired), from its own store.
     pub async fn usable_refresh_tokens(&self, sub: &str) -> Vec<String> {

@@ -3,7 +3,13 @@
 //! (by path): echo, a stalled answer, `Set-Cookie`, a rejected token, a WebSocket
 //! echo, a streamed upload sink and a streamed download source, chosen
 //! `Cache-Control`/`Set-Cookie` answers, and long-lived event streams that stay open
-//! until the client goes away (counted while open).
+//! until the client goes away (counted while open). Under `/dpop`, `/dpop-nonce` and
+//! `/dpop-nonce-always` it is a DPoP resource server (RFC 9449 section 7): it accepts a
+//! request only with `Authorization: DPoP <JWT access token>` and a valid proof
+//! ([`check_dpop`]) whose key is the token's `cnf.jkt`, with a fresh `iat` and a `jti`
+//! never seen before; `/dpop-nonce` also wants its current nonce in the proof (else
+//! `401 use_dpop_nonce` with a `DPoP-Nonce`), `/dpop-nonce-always` demands a new one
+//! every time.
 #![allow(dead_code)]
 
 use actix_web::{web, HttpRequest, HttpResponse, HttpServer};
@@ -71,6 +77,156 @@ pub struct Upstream {
     pub counters: Arc<Counters>,
 }
 
+/// What the DPoP paths remember: every `jti` accepted, and the nonces handed out.
+#[derive(Default, Debug)]
+pub struct DpopState {
+    /// `http://127.0.0.1:<port>`: what `htu` must start with (the `Host` a proxy
+    /// sends may be its own).
+    base: String,
+    jtis: Mutex<std::collections::HashSet<String>>,
+    nonces: AtomicUsize,
+}
+
+/// Checks the DPoP proof of `seen`, a request the upstream received as `url` (no
+/// query), against RFC 9449 section 7 and the access token's `cnf.jkt`; `nonce` is the
+/// nonce the proof must carry. Returns the proof's `jti` and the key's thumbprint.
+pub fn check_dpop(seen: &Seen, url: &str, nonce: Option<&str>) -> Result<(String, String), String> {
+    use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+    use base64::Engine;
+    use ring::signature::{UnparsedPublicKey, ECDSA_P256_SHA256_FIXED};
+    use sha2::{Digest, Sha256};
+    let b64 = |s: &str| {
+        URL_SAFE_NO_PAD
+            .decode(s)
+            .map_err(|_| format!("not base64url: {s}"))
+    };
+    let json = |s: &str| -> Result<serde_json::Value, String> {
+        serde_json::from_slice(&b64(s)?).map_err(|_| "not JSON".to_string())
+    };
+    let authorization = seen.header("authorization").ok_or("no Authorization")?;
+    let (scheme, token) = authorization.split_once(' ').ok_or("no scheme")?;
+    if !scheme.eq_ignore_ascii_case("dpop") {
+        return Err(format!("scheme {scheme}, not DPoP"));
+    }
+    let proofs: Vec<&str> = seen
+        .headers
+        .iter()
+        .filter(|(k, _)| k == "dpop")
+        .map(|(_, v)| v.as_str())
+        .collect();
+    let [proof] = proofs[..] else {
+        return Err(format!("{} DPoP headers", proofs.len()));
+    };
+    let parts: Vec<&str> = proof.split('.').collect();
+    let [head, body, signature] = parts[..] else {
+        return Err("the proof is not a compact JWS".into());
+    };
+    let header = json(head)?;
+    if header["typ"] != "dpop+jwt" || header["alg"] != "ES256" {
+        return Err(format!("header {header}"));
+    }
+    let jwk = &header["jwk"];
+    if jwk["kty"] != "EC" || jwk["crv"] != "P-256" || jwk.get("d").is_some() {
+        return Err(format!("jwk {jwk}"));
+    }
+    let (x, y) = (
+        jwk["x"].as_str().unwrap_or(""),
+        jwk["y"].as_str().unwrap_or(""),
+    );
+    let point = [&[4u8][..], &b64(x)?, &b64(y)?].concat();
+    UnparsedPublicKey::new(&ECDSA_P256_SHA256_FIXED, point)
+        .verify(format!("{head}.{body}").as_bytes(), &b64(signature)?)
+        .map_err(|_| "the signature does not verify with the header's jwk".to_string())?;
+    // RFC 7638, computed here independently of spa-bff.
+    let canonical = format!(r#"{{"crv":"P-256","kty":"EC","x":"{x}","y":"{y}"}}"#);
+    let jkt = URL_SAFE_NO_PAD.encode(Sha256::digest(canonical.as_bytes()));
+    let token_parts: Vec<&str> = token.split('.').collect();
+    let bound = match token_parts[..] {
+        [_, payload, _] => json(payload)?["cnf"]["jkt"].as_str().map(String::from),
+        _ => None,
+    };
+    if bound.as_deref() != Some(jkt.as_str()) {
+        return Err(format!(
+            "the token is bound to {bound:?}, the proof's key is {jkt}"
+        ));
+    }
+    let claims = json(body)?;
+    if claims["htm"] != seen.method.as_str() {
+        return Err(format!("htm {} for {}", claims["htm"], seen.method));
+    }
+    if claims["htu"] != url {
+        return Err(format!("htu {} for {url}", claims["htu"]));
+    }
+    let ath = URL_SAFE_NO_PAD.encode(Sha256::digest(token.as_bytes()));
+    if claims["ath"] != ath.as_str() {
+        return Err("ath is not the token's hash".into());
+    }
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs() as i64;
+    let iat = claims["iat"].as_i64().ok_or("no iat")?;
+    if (now - iat).abs() > 60 {
+        return Err(format!("iat {iat} is {}s away", now - iat));
+    }
+    if claims["nonce"].as_str() != nonce {
+        return Err(format!("nonce {} where {nonce:?} was due", claims["nonce"]));
+    }
+    let jti = claims["jti"]
+        .as_str()
+        .filter(|j| !j.is_empty())
+        .ok_or("no jti")?;
+    Ok((jti.to_string(), jkt))
+}
+
+impl DpopState {
+    /// The resource server's answer to `seen` on a DPoP path: `None` to accept it.
+    fn refuse(&self, seen: &Seen) -> Option<HttpResponse> {
+        let path = seen.path.as_str();
+        let current = format!("n-{}", self.nonces.load(Ordering::SeqCst));
+        let wanted = if path.starts_with("/dpop-nonce-always") {
+            Some("never-good-enough")
+        } else if path.starts_with("/dpop-nonce") {
+            Some(current.as_str())
+        } else {
+            None
+        };
+        let url = format!("{}{}", self.base, seen.path);
+        match check_dpop(seen, &url, wanted) {
+            Ok((jti, _)) => {
+                if !self.jtis.lock().unwrap().insert(jti.clone()) {
+                    return Some(refused("invalid_dpop_proof", &format!("jti {jti} reused")));
+                }
+                None
+            }
+            Err(why) if why.starts_with("nonce") => {
+                // A new nonce for the next try (always, on the path that never accepts).
+                if path.starts_with("/dpop-nonce-always") {
+                    self.nonces.fetch_add(1, Ordering::SeqCst);
+                }
+                let nonce = format!("n-{}", self.nonces.load(Ordering::SeqCst));
+                let mut res = refused("use_dpop_nonce", &why);
+                res.headers_mut().insert(
+                    actix_web::http::header::HeaderName::from_static("dpop-nonce"),
+                    actix_web::http::header::HeaderValue::from_str(&nonce).unwrap(),
+                );
+                Some(res)
+            }
+            Err(why) => Some(refused("invalid_dpop_proof", &why)),
+        }
+    }
+}
+
+/// A DPoP resource server's 401 with `error` (the reason in the body, for the test).
+fn refused(error: &str, why: &str) -> HttpResponse {
+    HttpResponse::Unauthorized()
+        .insert_header((
+            "www-authenticate",
+            format!("DPoP algs=\"ES256\", error=\"{error}\""),
+        ))
+        .body(why.to_string())
+}
+
 impl Upstream {
     /// `GET /hang` sleeps 10 s; `/set-cookie` answers with a cookie; anything else
     /// answers 201 with a body describing the request and a custom header.
@@ -79,13 +235,18 @@ impl Upstream {
         let port = listener.local_addr().unwrap().port();
         let seen = Arc::new(Mutex::new(Vec::new()));
         let counters = Arc::new(Counters::default());
+        let dpop = Arc::new(DpopState {
+            base: format!("http://127.0.0.1:{port}"),
+            ..DpopState::default()
+        });
         let (recorded, counted) = (seen.clone(), counters.clone());
         let server = HttpServer::new(move || {
-            let (recorded, counted) = (recorded.clone(), counted.clone());
+            let (recorded, counted, dpop) = (recorded.clone(), counted.clone(), dpop.clone());
             actix_web::App::new().default_service(web::to(
                 move |req: HttpRequest, body: web::Payload| {
-                    let (recorded, counted) = (recorded.clone(), counted.clone());
-                    async move { upstream_handler(req, body, recorded, counted).await }
+                    let (recorded, counted, dpop) =
+                        (recorded.clone(), counted.clone(), dpop.clone());
+                    async move { upstream_handler(req, body, recorded, counted, dpop).await }
                 },
             ))
         })
@@ -122,6 +283,7 @@ async fn upstream_handler(
     mut payload: web::Payload,
     recorded: Arc<Mutex<Vec<Seen>>>,
     counters: Arc<Counters>,
+    dpop: Arc<DpopState>,
 ) -> HttpResponse {
     use futures_util::StreamExt;
     match req.path() {
@@ -202,6 +364,11 @@ async fn upstream_handler(
             .find(|s| s.path == "/picky")
             .and_then(|s| s.bearer().map(String::from))
     };
+    if seen.path.starts_with("/dpop") {
+        if let Some(refusal) = dpop.refuse(&seen) {
+            return refusal;
+        }
+    }
     let invalid_token = || {
         HttpResponse::Unauthorized()
             .insert_header((
