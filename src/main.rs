@@ -68,7 +68,8 @@ fn main() -> ExitCode {
         Some(Command::Keys) => return print_public_keys(&settings),
         Some(Command::Serve) | None => {}
     }
-    spa_bff::telemetry::init();
+    // Held until the end of main: dropping it writes out the queued log lines.
+    let _log = spa_bff::telemetry::init();
     let listen = settings.server.listen.clone();
     let public_url = settings.server.public_url.clone();
     let result = actix_web::rt::System::new().block_on(async move {

@@ -21,20 +21,30 @@ pub const REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 #[derive(Debug, Clone)]
 pub struct RequestId(pub String);
 
-/// Installs the global subscriber; `RUST_LOG` filters (default `info`).
-pub fn init() {
+/// Installs the global subscriber; `RUST_LOG` filters (default `info`). Lines are
+/// written to stdout by a thread of their own, in batches, so a request never waits
+/// for a `write` (one line per request is a syscall per request otherwise); none is
+/// dropped (a worker waits when 128k lines are queued). Keep the returned guard until
+/// the process ends: dropping it writes out what is queued.
+pub fn init() -> tracing_appender::non_blocking::WorkerGuard {
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
     let json = std::env::var("SPA_BFF_LOG_FORMAT").is_ok_and(|v| v.eq_ignore_ascii_case("json"));
     // Colours only on a terminal: log files and collectors get plain text.
     let ansi = std::io::IsTerminal::is_terminal(&std::io::stdout());
+    let (writer, guard) = tracing_appender::non_blocking::NonBlockingBuilder::default()
+        .lossy(false)
+        .thread_name("spa-bff-log")
+        .finish(std::io::stdout());
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_ansi(ansi);
+        .with_ansi(ansi)
+        .with_writer(writer);
     let _ = if json {
         builder.json().flatten_event(true).try_init()
     } else {
         builder.try_init()
     };
+    guard
 }
 
 /// A request id: the caller's `X-Request-Id` when it is short and plain, else random.

@@ -356,6 +356,8 @@ def start_spa_bff(procs: Procs, dir: Path, name: str, *, binary: Path, port: int
 listen = "127.0.0.1:{port}"
 public_url = "http://127.0.0.1:{public_port}"
 workers = {workers}
+# Every scripted login comes from 127.0.0.1: the per-IP login rate limit would refuse them.
+login_rate_limit = 0
 
 [oidc]
 issuer = "{provider.issuer}"

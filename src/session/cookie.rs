@@ -10,6 +10,8 @@ use crate::config::{SameSite, SessionSettings};
 use crate::session::crypto::{digest_hex, SessionRef};
 use actix_web::cookie::{self, Cookie, CookieJar, Key};
 use actix_web::HttpRequest;
+use std::collections::HashMap;
+use std::sync::Mutex;
 use std::time::Duration;
 use subtle::ConstantTimeEq;
 
@@ -21,7 +23,15 @@ pub struct CookieCodec {
     name: String,
     secure: bool,
     same_site: SameSite,
+    /// Session cookie values seen recently and the reference each decrypted to: a
+    /// browser sends the same value with every request, and decrypting it (AES-GCM,
+    /// plus the reference's storage id) is a good part of a cached request's cost. A
+    /// value is authenticated ciphertext, so equal values mean equal references.
+    decoded: Mutex<HashMap<String, SessionRef>>,
 }
+
+/// How many cookie values [`CookieCodec::read_session`] remembers (then it starts over).
+const DECODED_VALUES: usize = 4096;
 
 impl CookieCodec {
     pub fn new(settings: &SessionSettings) -> Self {
@@ -34,6 +44,7 @@ impl CookieCodec {
             name: settings.cookie_name.clone(),
             secure: !settings.insecure_cookies,
             same_site: settings.same_site,
+            decoded: Mutex::new(HashMap::new()),
         }
     }
 
@@ -60,7 +71,21 @@ impl CookieCodec {
     pub fn read_session(&self, req: &HttpRequest) -> Option<SessionRef> {
         self.values(req, &self.name)
             .into_iter()
-            .find_map(|v| SessionRef::decode(&self.decrypt(&self.name, &v)?))
+            .find_map(|v| self.decode_session(v))
+    }
+
+    fn decode_session(&self, value: String) -> Option<SessionRef> {
+        let lock = || self.decoded.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(reference) = lock().get(&value) {
+            return Some(reference.clone());
+        }
+        let reference = SessionRef::decode(&self.decrypt(&self.name, &value)?)?;
+        let mut decoded = lock();
+        if decoded.len() >= DECODED_VALUES {
+            decoded.clear();
+        }
+        decoded.insert(value, reference.clone());
+        Some(reference)
     }
 
     fn login_cookie_name(&self, state: &str) -> String {
