@@ -68,7 +68,7 @@ fn main() -> ExitCode {
         Some(Command::Keys) => return print_public_keys(&settings),
         Some(Command::Serve) | None => {}
     }
-    // Held until the end of main: dropping it writes out the queued log lines.
+    // Held until the end of main: dropping it writes out the buffered log lines.
     let _log = spa_bff::telemetry::init();
     let listen = settings.server.listen.clone();
     let public_url = settings.server.public_url.clone();

@@ -21,30 +21,109 @@ pub const REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 #[derive(Debug, Clone)]
 pub struct RequestId(pub String);
 
-/// Installs the global subscriber; `RUST_LOG` filters (default `info`). Lines are
-/// written to stdout by a thread of their own, in batches, so a request never waits
-/// for a `write` (one line per request is a syscall per request otherwise); none is
-/// dropped (a worker waits when 128k lines are queued). Keep the returned guard until
-/// the process ends: dropping it writes out what is queued.
-pub fn init() -> tracing_appender::non_blocking::WorkerGuard {
+/// Installs the global subscriber; `RUST_LOG` filters (default `info`). Lines go to
+/// stdout through [`BufferedStdout`]. Keep the returned guard until the process ends:
+/// dropping it writes out what is buffered.
+pub fn init() -> FlushOnDrop {
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
     let json = std::env::var("SPA_BFF_LOG_FORMAT").is_ok_and(|v| v.eq_ignore_ascii_case("json"));
     // Colours only on a terminal: log files and collectors get plain text.
     let ansi = std::io::IsTerminal::is_terminal(&std::io::stdout());
-    let (writer, guard) = tracing_appender::non_blocking::NonBlockingBuilder::default()
-        .lossy(false)
-        .thread_name("spa-bff-log")
-        .finish(std::io::stdout());
+    let stdout = BufferedStdout::start();
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_ansi(ansi)
-        .with_writer(writer);
+        .with_writer(stdout.clone());
     let _ = if json {
         builder.json().flatten_event(true).try_init()
     } else {
         builder.try_init()
     };
-    guard
+    FlushOnDrop(stdout)
+}
+
+/// Log lines for stdout, collected in memory and written out in batches: when 32 KiB
+/// are waiting, and by a thread of its own every [`FLUSH_EVERY`] otherwise. One
+/// `write` per request line (an access-log line per request) would be a system call
+/// per request, and handing each line to a writer thread a context switch per
+/// request; a batch is one system call for hundreds of lines. A line is in the
+/// output at most [`FLUSH_EVERY`] after it was logged (lost if the process is
+/// killed meanwhile; a normal exit writes everything out).
+#[derive(Clone)]
+pub struct BufferedStdout {
+    pending: std::sync::Arc<std::sync::Mutex<Vec<u8>>>,
+}
+
+/// How long a log line may wait in memory.
+pub const FLUSH_EVERY: std::time::Duration = std::time::Duration::from_millis(100);
+const FLUSH_ABOVE: usize = 32 * 1024;
+
+impl BufferedStdout {
+    /// A buffer, and the thread that writes it out every [`FLUSH_EVERY`].
+    pub fn start() -> Self {
+        let out = Self {
+            pending: Default::default(),
+        };
+        let flusher = out.clone();
+        let _ = std::thread::Builder::new()
+            .name("spa-bff-log".into())
+            .spawn(move || loop {
+                std::thread::sleep(FLUSH_EVERY);
+                flusher.flush();
+            });
+        out
+    }
+
+    /// Writes out whatever is waiting.
+    pub fn flush(&self) {
+        let batch = std::mem::take(&mut *self.lock());
+        if !batch.is_empty() {
+            use std::io::Write;
+            let mut stdout = std::io::stdout().lock();
+            let _ = stdout.write_all(&batch);
+            let _ = stdout.flush();
+        }
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Vec<u8>> {
+        self.pending.lock().unwrap_or_else(|p| p.into_inner())
+    }
+}
+
+impl std::io::Write for BufferedStdout {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        let full = {
+            let mut pending = self.lock();
+            pending.extend_from_slice(buf);
+            pending.len() >= FLUSH_ABOVE
+        };
+        if full {
+            BufferedStdout::flush(self);
+        }
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        BufferedStdout::flush(self);
+        Ok(())
+    }
+}
+
+impl<'a> tracing_subscriber::fmt::MakeWriter<'a> for BufferedStdout {
+    type Writer = BufferedStdout;
+
+    fn make_writer(&'a self) -> Self::Writer {
+        self.clone()
+    }
+}
+
+/// Writes out the buffered log lines when dropped (at the end of `main`).
+pub struct FlushOnDrop(BufferedStdout);
+
+impl Drop for FlushOnDrop {
+    fn drop(&mut self) {
+        self.0.flush();
+    }
 }
 
 /// A request id: the caller's `X-Request-Id` when it is short and plain, else random.

@@ -175,7 +175,7 @@ async fn end_replaced<S: Store>(
     deps.store.end_session(&replaced).await?;
     deps.metrics.session_ended(SessionEnd::Replaced);
     let same_grant = replaced.record.sub == new.sub && replaced.record.sid == new.sid;
-    let token = replaced.record.tokens.refresh_token;
+    let token = replaced.record.tokens.refresh_token.clone();
     if let (false, Some(token), Ok(provider)) = (same_grant, token, deps.provider.get()) {
         let http = deps.http.clone();
         let oidc = deps.settings.oidc.clone();

@@ -388,7 +388,7 @@ impl<S: Store + Clone + 'static> Refresher<'_, S> {
                 tracing::warn!(session = %short, "refreshed tokens not saved yet ({e}); keeping them and retrying");
                 self.flights.keep(id, kept.clone());
                 let mut session = session;
-                kept.apply(&mut session.record);
+                kept.apply(Arc::make_mut(&mut session.record));
                 Refreshed::Kept(session)
             }
         }
@@ -435,7 +435,7 @@ impl<S: Store + Clone + 'static> Refresher<'_, S> {
                 Err(Error::Unauthenticated)
             }
             SaveOutcome::NotYet(_) => {
-                kept.apply(&mut session.record);
+                kept.apply(Arc::make_mut(&mut session.record));
                 Ok(session)
             }
         }
@@ -603,12 +603,12 @@ async fn save_kept<S: Store>(store: &S, session: &LoadedSession, kept: &Kept) ->
             Decision::AlreadySaved => return SaveOutcome::Saved(current),
             Decision::Newer => return SaveOutcome::Superseded(current),
         }
-        let mut record = current.record.clone();
+        let mut record = (*current.record).clone();
         kept.apply(&mut record);
         match store.update_session(&current, &record).await {
             Ok(UpdateOutcome::Updated) => {
                 return SaveOutcome::Saved(LoadedSession {
-                    record,
+                    record: Arc::new(record),
                     version: current.version + 1,
                     ..current
                 })

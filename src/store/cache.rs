@@ -238,7 +238,7 @@ mod tests {
     fn session(reference: SessionRef) -> LoadedSession {
         LoadedSession {
             reference,
-            record: SessionRecord {
+            record: std::sync::Arc::new(SessionRecord {
                 sub: "u".into(),
                 sid: None,
                 claims: Default::default(),
@@ -252,7 +252,7 @@ mod tests {
                 },
                 resources: Default::default(),
                 dpop_key: None,
-            },
+            }),
             created_at: 0,
             last_seen: 0,
             version: 1,

@@ -29,13 +29,15 @@ pub use topology::RedisReport;
 use crate::error::Error;
 use crate::session::{LoginState, SessionRecord, SessionRef};
 use crate::time::UnixMs;
+use std::sync::Arc;
 use std::time::Duration;
 
 /// A session read from the store, with the facts the expiry rules need.
 #[derive(Debug, Clone)]
 pub struct LoadedSession {
     pub reference: SessionRef,
-    pub record: SessionRecord,
+    /// Shared: a cached session is handed to a request without copying its record.
+    pub record: Arc<SessionRecord>,
     pub created_at: UnixMs,
     pub last_seen: UnixMs,
     /// Bumped on every rewrite; [`Store::update_session`] compares it.

@@ -341,7 +341,7 @@ impl RedisStore {
         };
         let mut session = LoadedSession {
             reference: reference.clone(),
-            record,
+            record: Arc::new(record),
             created_at: created,
             last_seen: seen,
             version: version.unwrap_or(0),

@@ -593,7 +593,7 @@ async fn a_token_save_returns_only_once_a_replica_holds_it() {
         )
     });
     sleep_ms(50).await;
-    let mut rotated = session.record.clone();
+    let mut rotated = (*session.record).clone();
     rotated.tokens.refresh_token = Some(Sensitive::new("rotated"));
     let started = Instant::now();
     let outcome = store.update_session(&session, &rotated).await.unwrap();

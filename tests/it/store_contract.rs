@@ -279,13 +279,13 @@ pub mod checks {
             .unwrap();
         let a = store.load_session(&reference, now).await.unwrap().unwrap();
         let b = store.load_session(&reference, now).await.unwrap().unwrap();
-        let mut newer = a.record.clone();
+        let mut newer = (*a.record).clone();
         newer.tokens.refresh_token = Some(Sensitive::new("rt-2"));
         assert_eq!(
             store.update_session(&a, &newer).await.unwrap(),
             UpdateOutcome::Updated
         );
-        let mut lost = b.record.clone();
+        let mut lost = (*b.record).clone();
         lost.tokens.refresh_token = Some(Sensitive::new("rt-lost"));
         assert_eq!(
             store.update_session(&b, &lost).await.unwrap(),
@@ -313,7 +313,7 @@ pub mod checks {
         let read = store.load_session(&reference, now).await.unwrap().unwrap();
         // Someone saves newer tokens after we read: ending is refused, the session stays.
         let other = store.load_session(&reference, now).await.unwrap().unwrap();
-        let mut newer = other.record.clone();
+        let mut newer = (*other.record).clone();
         newer.tokens.refresh_token = Some(Sensitive::new("rt-newer"));
         assert_eq!(
             store.update_session(&other, &newer).await.unwrap(),
