@@ -126,6 +126,18 @@ impl Drop for FlushOnDrop {
     }
 }
 
+/// The client's IP for a log line, or nothing when unknown.
+struct DisplayIp(Option<std::net::IpAddr>);
+
+impl std::fmt::Display for DisplayIp {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self.0 {
+            Some(ip) => ip.fmt(f),
+            None => Ok(()),
+        }
+    }
+}
+
 /// A request id: the caller's `X-Request-Id` when it is short and plain, else random.
 fn request_id(req: &ServiceRequest) -> String {
     req.headers()
@@ -148,23 +160,24 @@ pub async fn trace_requests(
 ) -> Result<ServiceResponse<impl MessageBody>, actix_web::Error> {
     let id = request_id(&req);
     req.extensions_mut().insert(RequestId(id.clone()));
-    let client = req
-        .extensions()
-        .get::<ClientAddr>()
-        .map(|c| c.ip.to_string())
-        .unwrap_or_default();
-    let span = tracing::info_span!("request", method = %req.method(), path = %req.path(), request_id = %id, client = %client);
+    let client = req.extensions().get::<ClientAddr>().map(|c| c.ip);
+    let (method, path) = (req.method().clone(), req.path().to_string());
+    // The span carries only the request id: every line logged inside the request names
+    // it; what the request was is said once, on the line that says how it ended
+    // (fields a span carries are formatted when it is created, for every request).
+    let span = tracing::info_span!("request", request_id = %id);
     let started = Instant::now();
     let result = next.call(req).instrument(span.clone()).await;
     let _entered = span.enter();
     let elapsed_ms = started.elapsed().as_secs_f64() * 1000.0;
+    let client = tracing::field::display(DisplayIp(client));
     match result {
         Ok(mut res) => {
             let status = res.status().as_u16();
             if status >= 500 {
-                tracing::warn!(status, elapsed_ms, "request failed");
+                tracing::warn!(%method, %path, %client, status, elapsed_ms, "request failed");
             } else {
-                tracing::info!(status, elapsed_ms, "request finished");
+                tracing::info!(%method, %path, %client, status, elapsed_ms, "request finished");
             }
             if let Ok(v) = HeaderValue::from_str(&id) {
                 res.headers_mut().insert(REQUEST_ID, v);
@@ -172,7 +185,7 @@ pub async fn trace_requests(
             Ok(res)
         }
         Err(e) => {
-            tracing::warn!(elapsed_ms, "request error: {e}");
+            tracing::warn!(%method, %path, %client, elapsed_ms, "request error: {e}");
             Err(e)
         }
     }
