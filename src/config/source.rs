@@ -227,6 +227,27 @@ mod tests {
     }
 
     #[test]
+    fn routes_from_the_environment_replace_the_files_routes_as_a_whole() {
+        let file = format!(
+            "{}\n[[routes]]\nprefix = \"/api\"\nupstream = \"http://127.0.0.1:9001\"\n",
+            minimal()
+        );
+        let s = load_text_with(
+            &file,
+            &[(
+                "SPA_BFF__ROUTES",
+                r#"[{ prefix = "/orders", upstream = "http://127.0.0.1:9002", token = "none" }]"#,
+            )],
+        )
+        .unwrap();
+        let prefixes: Vec<&str> = s.routes.iter().map(|r| r.prefix.as_str()).collect();
+        assert_eq!(prefixes, ["/orders"]);
+        let s = load_text_with(&file, &[]).unwrap();
+        assert_eq!(s.routes.len(), 1);
+        assert_eq!(s.routes[0].prefix, "/api");
+    }
+
+    #[test]
     fn env_problems_name_the_variable() {
         let errs = load_with(&[
             ("SPA_BFF__SESSION__BOGUS", "1"),
