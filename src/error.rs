@@ -65,9 +65,10 @@ pub enum Error {
     #[error("invalid logout token")]
     InvalidLogoutToken(String),
     /// The session cannot get an access token for a route's RFC 8707 resource: its
-    /// login did not name the resource (it predates the route's `resource`), or the
-    /// provider refused it (`invalid_target`). The session itself is fine; the detail
-    /// is logged only.
+    /// login did not name the resource (it predates the route's `resource`), the
+    /// provider refused it (`invalid_target`), or the provider's token for it is a JWT
+    /// whose `aud` names another audience. The session itself is fine; the detail is
+    /// logged only.
     #[error("this session has no access to this API's audience; signing in again may help")]
     ResourceRefused(String),
     /// A bug or an impossible state; the detail is logged only.

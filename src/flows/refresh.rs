@@ -14,6 +14,19 @@
 //! or that the provider refuses (`invalid_target`), is `Err(ResourceRefused)` for that
 //! route only; the session is kept.
 //!
+//! A token for a resource is also refused when the provider's answer says it is for
+//! another API: a JWT access token whose `aud` does not name the resource asked for
+//! (a provider that ignores `resource` on refresh and returns the login's audience, a
+//! misconfiguration, a mix-up; see [`oidc::resource_audience`](crate::oidc::resource_audience)).
+//! That token is neither stored nor sent: `Err(ResourceRefused)`, a WARN naming the
+//! resource and the audiences that came back. The refresh token was spent all the
+//! same, so the answer's rotated refresh token (and a valid refreshed ID token) is
+//! saved exactly like any refresh's ([`save_kept`], [`decide`]): the session and its
+//! other routes go on. The refusal is remembered for [`FAILURE_MEMORY`] per session and
+//! resource on this instance, so the route's requests meanwhile answer 403 at once
+//! instead of each spending the refresh token again. An opaque access token cannot be
+//! read and is used as before.
+//!
 //! Providers rotate refresh tokens and revoke the whole grant when a used one comes
 //! back, so two racing refreshes end the user's session. Three layers prevent that:
 //!
@@ -219,6 +232,11 @@ impl<S: Store + Clone + 'static> Refresher<'_, S> {
                 "a refresh of this session failed moments ago: {detail}"
             )));
         }
+        if let Target::Resource(resource) = need.target {
+            if let Some(detail) = self.flights.recent_refusal(&id, resource) {
+                return Err(Error::ResourceRefused(format!("moments ago: {detail}")));
+            }
+        }
         self.across_instances(session, &need).await
     }
 
@@ -268,9 +286,12 @@ impl<S: Store + Clone + 'static> Refresher<'_, S> {
                 self.store.unlock_refresh(lock).await;
                 result
             }
-            Refreshed::Kept(session) => {
+            Refreshed::Kept(session, refused) => {
                 self.spawn_background_save(&session, lock);
-                Ok(session)
+                match refused {
+                    Some(error) => Err(error),
+                    None => Ok(session),
+                }
             }
         }
     }
@@ -338,6 +359,28 @@ impl<S: Store + Clone + 'static> Refresher<'_, S> {
         };
         self.flights.forget_failure(id);
         self.metrics.refresh(RefreshOutcome::Ok);
+        // A token for another API: not kept, not sent; the rest of the answer is saved.
+        let refused = match (&refreshed.other_audience, need.target) {
+            (Some(other), _) => {
+                tracing::warn!(
+                    session = %short,
+                    resource = %other.resource,
+                    audiences = ?other.audiences,
+                    "the provider's token for this resource names another audience; it is neither kept nor sent (the rotated refresh token is kept)"
+                );
+                let detail = format!(
+                    "the provider's token for this resource names another audience (asked for {}, got {:?})",
+                    other.resource, other.audiences
+                );
+                self.flights.remember_refusal(id, &other.resource, &detail);
+                Some(detail)
+            }
+            (None, Target::Resource(resource)) => {
+                self.flights.forget_refusal(id, resource);
+                None
+            }
+            (None, Target::Default) => None,
+        };
         let mut kept = Kept {
             from: tokens.clone(),
             tokens: refreshed.tokens,
@@ -365,6 +408,11 @@ impl<S: Store + Clone + 'static> Refresher<'_, S> {
                 tracing::warn!(session = %short, "the refreshed ID token is invalid ({reason}); keeping the new access and refresh tokens and the session's ID token");
             }
         }
+        // The refresh's answer once saved: the session, or the refusal of its token.
+        let outcome = |session: LoadedSession| match &refused {
+            Some(detail) => Err(Error::ResourceRefused(detail.clone())),
+            None => Ok(session),
+        };
         match save_kept(self.store, &session, &kept).await {
             SaveOutcome::Saved(fresh) => {
                 tracing::info!(
@@ -373,11 +421,11 @@ impl<S: Store + Clone + 'static> Refresher<'_, S> {
                     resource = ?need.target,
                     "access token refreshed"
                 );
-                done(Ok(fresh))
+                done(outcome(fresh))
             }
             SaveOutcome::Superseded(stored) => {
                 tracing::warn!(session = %short, "another refresh saved newer tokens first; ours are dropped");
-                done(Ok(stored))
+                done(outcome(stored))
             }
             SaveOutcome::Gone => {
                 tracing::info!(session = %short, "session ended during its refresh; revoking the new refresh token");
@@ -389,7 +437,7 @@ impl<S: Store + Clone + 'static> Refresher<'_, S> {
                 self.flights.keep(id, kept.clone());
                 let mut session = session;
                 kept.apply(Arc::make_mut(&mut session.record));
-                Refreshed::Kept(session)
+                Refreshed::Kept(session, refused.map(Error::ResourceRefused))
             }
         }
     }
@@ -532,9 +580,10 @@ impl<S: Store + Clone + 'static> Refresher<'_, S> {
 enum Refreshed {
     /// Finished: release the lock.
     Done(Result<LoadedSession, Error>),
-    /// New tokens the store has not taken yet: serve with them, keep the lock for
-    /// the background save.
-    Kept(LoadedSession),
+    /// New tokens the store has not taken yet: serve with them (unless the answer's
+    /// token for the resource was refused: this error), keep the lock for the
+    /// background save.
+    Kept(LoadedSession, Option<Error>),
 }
 
 /// Tokens the provider issued for a session, and the ones they replace.
@@ -633,12 +682,15 @@ async fn save_kept<S: Store>(store: &S, session: &LoadedSession, kept: &Kept) ->
 }
 
 /// What the in-process refreshes of every worker share, per session storage id:
-/// one mutex, tokens the store has not taken yet, and a recent provider failure.
+/// one mutex, tokens the store has not taken yet, a recent provider failure, and
+/// recently refused resource tokens (per resource).
 #[derive(Default)]
 pub struct RefreshFlights {
     locks: Mutex<HashMap<String, Weak<tokio::sync::Mutex<()>>>>,
     kept: Mutex<HashMap<String, Kept>>,
     failures: Mutex<HashMap<String, (Instant, String)>>,
+    /// (session id, resource) -> when and why its token was refused.
+    refusals: Mutex<HashMap<(String, String), (Instant, String)>>,
 }
 
 fn locked<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
@@ -696,6 +748,32 @@ impl RefreshFlights {
     fn recent_failure(&self, id: &str) -> Option<String> {
         locked(&self.failures)
             .get(id)
+            .filter(|(at, _)| at.elapsed() < FAILURE_MEMORY)
+            .map(|(_, detail)| detail.clone())
+    }
+
+    /// Remembers that the provider's token for `resource` was refused (it named
+    /// another audience), for [`FAILURE_MEMORY`].
+    fn remember_refusal(&self, id: &str, resource: &str, detail: &str) {
+        let mut refusals = locked(&self.refusals);
+        if refusals.len() >= SWEEP_ABOVE {
+            refusals.retain(|_, (at, _)| at.elapsed() < FAILURE_MEMORY);
+        }
+        refusals.insert(
+            (id.to_string(), resource.to_string()),
+            (Instant::now(), detail.to_string()),
+        );
+    }
+
+    fn forget_refusal(&self, id: &str, resource: &str) {
+        locked(&self.refusals).remove(&(id.to_string(), resource.to_string()));
+    }
+
+    /// Why session `id`'s token for `resource` was refused within the last
+    /// [`FAILURE_MEMORY`].
+    fn recent_refusal(&self, id: &str, resource: &str) -> Option<String> {
+        locked(&self.refusals)
+            .get(&(id.to_string(), resource.to_string()))
             .filter(|(at, _)| at.elapsed() < FAILURE_MEMORY)
             .map(|(_, detail)| detail.clone())
     }
@@ -873,6 +951,21 @@ mod tests {
         assert_eq!(flights.recent_failure("b"), None);
         flights.forget_failure("a");
         assert_eq!(flights.recent_failure("a"), None);
+    }
+
+    #[test]
+    fn a_refused_resource_token_is_remembered_briefly_per_session_and_resource() {
+        let flights = RefreshFlights::default();
+        flights.remember_refusal("a", "https://orders", "other audience");
+        assert_eq!(
+            flights.recent_refusal("a", "https://orders").as_deref(),
+            Some("other audience")
+        );
+        assert_eq!(flights.recent_refusal("a", "https://reports"), None);
+        assert_eq!(flights.recent_refusal("b", "https://orders"), None);
+        assert_eq!(flights.recent_failure("a"), None, "not a provider failure");
+        flights.forget_refusal("a", "https://orders");
+        assert_eq!(flights.recent_refusal("a", "https://orders"), None);
     }
 
     #[test]

@@ -1,7 +1,8 @@
 //! OpenID Connect relying-party logic: discovery and keys, client authentication,
 //! the authorization request (pushed or not), the callback (code exchange and
-//! ID-token validation), refresh (and the ID token a refresh brings), client
-//! credentials, logout, and DPoP proofs for sender-constrained tokens.
+//! ID-token validation), refresh (the ID token a refresh brings, the audience of a
+//! token asked for one resource), client credentials, logout, and DPoP proofs for
+//! sender-constrained tokens.
 //! HTTP handlers live in `routes`; this module knows nothing of actix requests.
 
 pub mod backchannel;
@@ -16,6 +17,7 @@ pub mod par;
 pub mod provider;
 pub mod refresh;
 pub mod refreshed_id_token;
+pub mod resource_audience;
 
 pub use http::OidcHttp;
 pub use provider::{Provider, ProviderHandle};

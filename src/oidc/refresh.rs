@@ -10,6 +10,12 @@
 //! RFC 8707 resource (a route's audience), asked for with `resource=<uri>` (RFC 8707
 //! section 2.2). The `resource` sent is the one the login named for that target
 //! ([`Resources::token_request_resource`](crate::session::Resources::token_request_resource)).
+//! The answer to a refresh for a resource is checked for what it is for
+//! ([`resource_audience`](super::resource_audience)): a JWT access token whose `aud`
+//! does not name the resource is left out of the tokens (reported in
+//! [`Refreshed::other_audience`]), while the rotated refresh token is taken as always
+//! (the old one is spent). Opaque access tokens cannot be read and are taken as before;
+//! the session's own token (the default target) is not checked.
 //! An ID token in the answer is checked ([`refreshed_id_token`](super::refreshed_id_token))
 //! and reported, not used: the flow decides. A session whose tokens are bound to a
 //! DPoP key proves possession of it on the refresh ([`crate::oidc::dpop`]): the new
@@ -29,6 +35,7 @@ use crate::oidc::dpop::{DpopKey, DpopNonces, Proofs, TokenHttp};
 use crate::oidc::http::{server_error_as_unavailable, HttpError, OidcHttp};
 use crate::oidc::provider::{error_chain, Provider};
 use crate::oidc::refreshed_id_token::{check_refreshed_id_token, RefreshedIdToken};
+use crate::oidc::resource_audience::{resource_audience, ResourceAudience};
 use crate::session::{SessionRecord, Target, Tokens};
 use crate::time::UnixMs;
 use openidconnect::core::CoreErrorResponseType;
@@ -64,10 +71,23 @@ pub enum RefreshError {
 #[derive(Debug)]
 pub struct Refreshed {
     /// The session's tokens with the answer applied for the target
-    /// ([`Tokens::refreshed`]); the ID token is still the session's.
+    /// ([`Tokens::refreshed`]); the ID token is still the session's. Without the
+    /// answer's access token when it names another audience ([`Self::other_audience`]):
+    /// then only the refresh token is new ([`Tokens::with_refresh_token_of`]).
     pub tokens: Tokens,
     /// The answer's ID token, checked.
     pub id_token: RefreshedIdToken,
+    /// Set when the target was a resource and the answer's access token is a JWT
+    /// whose `aud` does not name it: that token is in no field of this answer.
+    pub other_audience: Option<OtherAudience>,
+}
+
+/// A token asked for `resource` that says it is for `audiences` (audience URIs, not
+/// secrets: fit for a log line).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OtherAudience {
+    pub resource: String,
+    pub audiences: Vec<String>,
 }
 
 /// Redeems the session's refresh token at the token endpoint for `target`; with a
@@ -142,9 +162,27 @@ pub async fn refresh_tokens(
         .check(answer.token_type().as_ref())
         .map_err(RefreshError::Unavailable)?;
     let fresh = Tokens::from_response(&answer, tokens.id_token.clone(), now);
+    let other_audience = match target {
+        Target::Resource(resource) => {
+            match resource_audience(fresh.access_token.expose(), resource) {
+                ResourceAudience::Names | ResourceAudience::Unreadable => None,
+                ResourceAudience::Other(audiences) => Some(OtherAudience {
+                    resource: resource.to_string(),
+                    audiences,
+                }),
+            }
+        }
+        // The session's own token: whatever the login's audience is (unchanged).
+        Target::Default => None,
+    };
+    let tokens = match other_audience {
+        None => tokens.refreshed(fresh, target),
+        Some(_) => tokens.with_refresh_token_of(fresh),
+    };
     Ok(Refreshed {
-        tokens: tokens.refreshed(fresh, target),
+        tokens,
         id_token: check_refreshed_id_token(provider, &answer, record, now),
+        other_audience,
     })
 }
 

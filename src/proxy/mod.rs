@@ -32,7 +32,7 @@
 //! Every failure is JSON (API callers never get an HTML page or a redirect):
 //! 400 for an ambiguous path, 403 without the CSRF header, 401 without a session on
 //! a `required` route, 403 `invalid_target` when no token for the route's `resource`
-//! can be had, 408 when the request body stalls, 413 when it is too large,
+//! can be had (or the provider's names another audience), 408 when the request body stalls, 413 when it is too large,
 //! 502 when the upstream cannot be reached, 504 when it is slower than the route's
 //! timeout, 503 when Redis or the provider is away (or refuses a `client` route's
 //! token).

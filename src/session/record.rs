@@ -179,6 +179,16 @@ impl Tokens {
         }
     }
 
+    /// These tokens after a refresh whose access token is not used (it names another
+    /// audience than the one asked for): only the answer's refresh token (rotated)
+    /// replaces ours; every access token stays as it was.
+    pub fn with_refresh_token_of(&self, answer: Tokens) -> Tokens {
+        Tokens {
+            refresh_token: answer.refresh_token.or_else(|| self.refresh_token.clone()),
+            ..self.clone()
+        }
+    }
+
     /// Whether `self` and `other` hold the same access and refresh tokens (every
     /// resource's included): what decides whose refresh a session holds.
     pub fn same_grant_state(&self, other: &Tokens) -> bool {
@@ -254,6 +264,38 @@ mod tests {
             Some(&Sensitive::new("orders-1"))
         );
         assert!(!newer.same_grant_state(&new) && newer.same_grant_state(&newer.clone()));
+    }
+
+    #[test]
+    fn an_unused_answer_gives_its_rotated_refresh_token_and_nothing_else() {
+        let mut old = tokens("at-1", "rt-1");
+        old.resource_tokens.insert(
+            "https://orders".into(),
+            ResourceToken {
+                access_token: Sensitive::new("orders-1"),
+                expires_at: Some(2_000),
+            },
+        );
+        let answer = Tokens {
+            access_token_expires_at: Some(9_000),
+            scope: Some("other".into()),
+            id_token: Sensitive::new("ignored"),
+            ..tokens("for-another-api", "rt-2")
+        };
+        let new = old.with_refresh_token_of(answer);
+        assert_eq!(new.refresh_token, Some(Sensitive::new("rt-2")));
+        assert_eq!(new.access_token, old.access_token);
+        assert_eq!(new.access_token_expires_at, Some(1_000));
+        assert_eq!(new.resource_tokens, old.resource_tokens);
+        assert_eq!(new.scope.as_deref(), Some("openid"));
+        assert_eq!(new.id_token, Sensitive::new("id"));
+        assert!(!new.same_grant_state(&old));
+        // A provider that does not rotate: nothing changes.
+        let unrotated = Tokens {
+            refresh_token: None,
+            ..tokens("for-another-api", "")
+        };
+        assert!(old.with_refresh_token_of(unrotated).same_grant_state(&old));
     }
 
     #[test]

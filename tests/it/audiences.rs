@@ -5,7 +5,9 @@
 //! Against the real provider (which issues JWT access tokens whose `aud` is the
 //! resource asked for) and two demo-api processes that each accept only their own
 //! audience, plus the recording upstream behind a route without `resource`; and the
-//! fake provider for a refusal (`invalid_target`) a real one would give only by policy.
+//! fake provider for a refusal (`invalid_target`) a real one would give only by policy,
+//! and for a token asked for one resource that names another audience (a provider
+//! ignoring `resource` on refresh), which spa-bff must refuse itself.
 
 use crate::support::app::{spawn_app_with, stored_record, AppOptions, TestApp};
 use crate::support::demo_api::DemoApi;
@@ -13,6 +15,7 @@ use crate::support::fake_op::*;
 use crate::support::upstream::Upstream;
 use crate::support::{self, jwt_claims, query_pairs, Browser, Provider, ProviderOptions, Resp};
 use futures_util::future::join_all;
+use serde_json::json;
 use std::time::Duration;
 
 const ORDERS: &str = "https://orders.example";
@@ -449,4 +452,98 @@ async fn the_test_provider_issues_a_token_per_resource_named_at_login_and_only_t
         (400, Some("invalid_grant")),
         "{reused}"
     );
+}
+
+#[actix_web::test]
+async fn a_resource_token_naming_another_audience_is_never_sent_and_the_rotated_refresh_token_is_kept(
+) {
+    let (plain, orders_api, reports_api) =
+        (Upstream::start(), Upstream::start(), Upstream::start());
+    let (fake, _, app) = app_on_fake_op_with(
+        AppOptions {
+            oidc_toml: format!("auth_params = {{ resource = \"{DEFAULT}\" }}\n"),
+            // Every request refreshes its target's token: the session's own refresh
+            // below shows which refresh token the store kept.
+            extra_toml: format!(
+                "[proxy]\nrefresh_skew = \"1h\"\n[[routes]]\nprefix = \"/api\"\nupstream = \"{}\"\n\
+                 [[routes]]\nprefix = \"/orders\"\nupstream = \"{}\"\nresource = \"{ORDERS}\"\n\
+                 [[routes]]\nprefix = \"/reports\"\nupstream = \"{}\"\nresource = \"{REPORTS}\"\n",
+                plain.url, orders_api.url, reports_api.url
+            ),
+            ..AppOptions::default()
+        },
+        |f| {
+            // Any refresh token but the latest is refused (and would end the session).
+            f.strict_rotation = true;
+            // The control: a JWT for the resource asked for (an array, as Auth0's).
+            f.resource_jwt_aud.insert(
+                ORDERS.into(),
+                json!([ORDERS, "https://idp.example/userinfo"]),
+            );
+            // A provider ignoring `resource`: the login's audience for REPORTS.
+            f.resource_jwt_aud.insert(REPORTS.into(), json!(DEFAULT));
+        },
+    )
+    .await;
+    let browser = fake_login(&app).await;
+
+    // The control: a JWT naming the route's resource goes to the route's upstream.
+    assert_eq!(api(&browser, &app, "/orders/x").await.status, 201);
+    let orders_token = fake.lock().unwrap().issued_access_tokens[0].clone();
+    assert_eq!(orders_api.last().bearer(), Some(orders_token.as_str()));
+    assert_eq!(jwt_claims(&orders_token)["aud"][0], ORDERS);
+
+    // Another audience: 403 invalid_target, and the token goes nowhere.
+    let refreshes = calls(&fake, "/token refresh_token");
+    let res = api(&browser, &app, "/reports/x").await;
+    assert_eq!(res.status, 403, "{}", res.text());
+    assert_eq!(res.json()["error"], "invalid_target");
+    assert_eq!(calls(&fake, "/token refresh_token"), refreshes + 1);
+    // Remembered for a moment: the route's next request does not spend the refresh
+    // token again.
+    let res = api(&browser, &app, "/reports/x").await;
+    assert_eq!(res.status, 403, "{}", res.text());
+    assert_eq!(calls(&fake, "/token refresh_token"), refreshes + 1);
+    let (foreign, rotated) = {
+        let f = fake.lock().unwrap();
+        let foreign = f.issued_access_tokens.last().unwrap().clone();
+        (foreign, f.issued_refresh_tokens.last().unwrap().clone())
+    };
+    assert_eq!(jwt_claims(&foreign)["aud"], DEFAULT);
+    assert!(
+        reports_api.seen().is_empty(),
+        "nothing reached the upstream"
+    );
+    for upstream in [&plain, &orders_api, &reports_api] {
+        assert!(upstream.seen().iter().all(|s| s.bearer() != Some(&foreign)));
+    }
+    let record = stored_record(&app, &browser).await;
+    assert_eq!(
+        record.tokens.refresh_token.as_ref().map(|t| t.expose()),
+        Some(rotated.as_str()),
+        "the refresh token the refused answer rotated is the session's"
+    );
+    assert!(!record.tokens.resource_tokens.contains_key(REPORTS));
+    assert_eq!(
+        record.tokens.resource_tokens[ORDERS].access_token.expose(),
+        orders_token
+    );
+    let warned = support::logged(&["names another audience", REPORTS, DEFAULT]);
+    assert!(!warned.is_empty(), "a WARN names the resource and audience");
+    assert!(
+        support::logged(&[&foreign]).is_empty(),
+        "the token is never logged"
+    );
+
+    // The session goes on: its own refresh redeems the rotated refresh token (the
+    // fake refuses any other), and the route without `resource` gets its token.
+    assert_eq!(api(&browser, &app, "/api/x").await.status, 201);
+    assert_eq!(calls(&fake, "/token refresh_token"), refreshes + 2);
+    let default_token = plain.last().bearer().unwrap().to_string();
+    assert!(
+        default_token.starts_with(&format!("fake-at-for-{}-", resource_tag(DEFAULT))),
+        "{default_token}"
+    );
+    assert_eq!(app.user(&browser).await.status, 200, "the session is kept");
+    assert!(reports_api.seen().is_empty());
 }

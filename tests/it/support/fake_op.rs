@@ -135,6 +135,20 @@ pub struct FakeState {
     pub invalid_targets: Vec<String>,
     /// The `resource` parameter of each token request, by grant type, in order.
     pub token_resources: Vec<(String, Option<String>)>,
+    /// Refreshes asking for one of these resources answer with a JWT access token
+    /// (RFC 9068 shape, signed by the fake's key) whose `aud` claim is this value,
+    /// whatever was asked: the resource itself (a provider that honours `resource`), or
+    /// another audience (one that ignores `resource` on refresh, a misconfiguration,
+    /// a mix-up). Other refreshes get opaque `fake-at-...` tokens.
+    pub resource_jwt_aud: HashMap<String, Value>,
+    /// Access tokens issued by refresh grants, oldest first.
+    pub issued_access_tokens: Vec<String>,
+    /// Accept only the latest refresh token issued (by the code exchange or a
+    /// refresh); any other gets `400 invalid_grant`, as a rotating provider's reuse
+    /// detection answers. Off: any refresh token is accepted.
+    pub strict_rotation: bool,
+    /// The latest refresh token issued (what `strict_rotation` accepts).
+    pub live_refresh_token: Option<String>,
     /// The `resource` parameters of each authorization request, in order.
     pub authorize_resources: Vec<Vec<String>>,
     /// Where the discovery document puts the token endpoint and the JWKS (both
@@ -287,6 +301,9 @@ async fn refresh(
         let mut s = state.lock().unwrap();
         s.token_resources
             .push(("refresh_token".into(), resource.clone()));
+        if s.strict_rotation && form.get("refresh_token") != s.live_refresh_token.as_ref() {
+            return HttpResponse::BadRequest().json(json!({ "error": "invalid_grant" }));
+        }
         if resource
             .as_ref()
             .is_some_and(|r| s.invalid_targets.contains(r))
@@ -316,14 +333,18 @@ async fn refresh(
             let mut s = state.lock().unwrap();
             let refresh_token = format!("fake-rt-{}", support::random_string(16));
             s.issued_refresh_tokens.push(refresh_token.clone());
-            let access_token = match &resource {
-                Some(r) => format!(
+            s.live_refresh_token = Some(refresh_token.clone());
+            let jwt_aud = resource.as_ref().and_then(|r| s.resource_jwt_aud.get(r));
+            let access_token = match (&resource, jwt_aud) {
+                (_, Some(aud)) => access_token_jwt(&s, aud.clone()),
+                (Some(r), None) => format!(
                     "fake-at-for-{}-{}",
                     resource_tag(r),
                     support::random_string(16)
                 ),
-                None => format!("fake-at-{}", support::random_string(16)),
+                (None, None) => format!("fake-at-{}", support::random_string(16)),
             };
+            s.issued_access_tokens.push(access_token.clone());
             let mut body = json!({
                 "access_token": access_token,
                 "token_type": "Bearer",
@@ -368,17 +389,35 @@ async fn token(
     };
     let access_token = format!("fake-at-{}", support::random_string(16));
     let id_token = id_token(&s, s.flaw, Some(&nonce), &access_token);
+    let refresh_token = format!("fake-rt-{}", support::random_string(16));
+    s.live_refresh_token = Some(refresh_token.clone());
     let mut body = json!({
         "access_token": access_token,
         "token_type": if s.flaw == Flaw::NotBearer { "mac" } else { "Bearer" },
         "expires_in": s.expires_in,
-        "refresh_token": format!("fake-rt-{}", support::random_string(16)),
+        "refresh_token": refresh_token,
         "scope": "openid profile",
     });
     if s.flaw != Flaw::NoIdToken {
         body["id_token"] = Value::String(id_token);
     }
     HttpResponse::Ok().json(body)
+}
+
+/// A JWT access token (RFC 9068) with this `aud`, signed by the fake's key.
+fn access_token_jwt(s: &FakeState, aud: Value) -> String {
+    let t = now();
+    let claims = json!({
+        "iss": s.issuer,
+        "sub": "fake-user",
+        "aud": aud,
+        "client_id": CLIENT_ID,
+        "exp": t + s.expires_in as i64,
+        "iat": t,
+        "jti": support::random_string(12),
+        "scope": "openid",
+    });
+    sign_jwt(&claims, KEY_PEM, KID, "at+jwt")
 }
 
 /// A short, URL-safe tag naming a resource in the fake's access tokens.
@@ -517,6 +556,10 @@ pub fn start_fake_op() -> (Arc<Mutex<FakeState>>, String) {
         refresh_id_token: None,
         invalid_targets: Vec::new(),
         token_resources: Vec::new(),
+        resource_jwt_aud: HashMap::new(),
+        issued_access_tokens: Vec::new(),
+        strict_rotation: false,
+        live_refresh_token: None,
         authorize_resources: Vec::new(),
         token_path: "/token".into(),
         jwks_path: "/jwks".into(),
