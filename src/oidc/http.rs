@@ -41,7 +41,10 @@ pub struct OidcHttp {
 impl OidcHttp {
     /// `deadline` bounds each exchange, head and body together.
     pub fn new(deadline: Duration) -> Self {
+        // awc's default limit of 100 connections; idle ones are not reused after
+        // `net::POOL_IDLE` (a provider closing them would fail a refresh).
         let client = awc::Client::builder()
+            .connector(crate::net::awc_connector(100))
             .disable_redirects()
             .timeout(deadline)
             .finish();

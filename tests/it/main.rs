@@ -11,6 +11,7 @@ mod demo_api;
 mod dpop;
 mod edge;
 mod fake_op;
+mod keep_alive;
 mod layers;
 mod login;
 mod long_lived;
