@@ -31,7 +31,7 @@ const PAUSE: Duration = Duration::from_millis(4800);
 struct IdleClosingServer {
     url: String,
     connections: Arc<AtomicUsize>,
-    resets: Arc<AtomicUsize>,
+    unanswered: Arc<AtomicUsize>,
 }
 
 impl IdleClosingServer {
@@ -39,8 +39,8 @@ impl IdleClosingServer {
         let listener = TcpListener::bind("127.0.0.1:0").unwrap();
         let url = format!("http://{}", listener.local_addr().unwrap());
         let connections = Arc::new(AtomicUsize::new(0));
-        let resets = Arc::new(AtomicUsize::new(0));
-        let (c, r) = (connections.clone(), resets.clone());
+        let unanswered = Arc::new(AtomicUsize::new(0));
+        let (c, r) = (connections.clone(), unanswered.clone());
         std::thread::spawn(move || {
             for stream in listener.incoming().flatten() {
                 c.fetch_add(1, Ordering::SeqCst);
@@ -51,12 +51,27 @@ impl IdleClosingServer {
         Self {
             url,
             connections,
-            resets,
+            unanswered,
         }
+    }
+
+    /// Requests closed without an answer (they came on a connection idle too long).
+    fn unanswered(&self) -> usize {
+        self.unanswered.load(Ordering::SeqCst)
+    }
+
+    /// Both calls answered, the second on a connection of its own.
+    fn assert_no_idle_connection_was_reused(&self) {
+        assert_eq!(
+            self.unanswered(),
+            0,
+            "a connection idle for {PAUSE:?} was reused"
+        );
+        assert_eq!(self.connections.load(Ordering::SeqCst), 2);
     }
 }
 
-fn serve(stream: TcpStream, resets: &AtomicUsize) {
+fn serve(stream: TcpStream, unanswered: &AtomicUsize) {
     let mut reader = BufReader::new(stream.try_clone().unwrap());
     let mut writer = stream;
     let mut last_answer: Option<Instant> = None;
@@ -88,7 +103,7 @@ fn serve(stream: TcpStream, resets: &AtomicUsize) {
         }
         if last_answer.is_some_and(|at| at.elapsed() >= SERVER_IDLE_CLOSE) {
             // Closed without an answer, as an idle close crossing the request would.
-            resets.fetch_add(1, Ordering::SeqCst);
+            unanswered.fetch_add(1, Ordering::SeqCst);
             return;
         }
         let answer =
@@ -138,14 +153,9 @@ async fn a_proxied_call_after_a_pause_does_not_reuse_a_connection_the_upstream_m
         200,
         "the call after a {PAUSE:?} pause: {} (requests closed unanswered: {})",
         second.text(),
-        server.resets.load(Ordering::SeqCst)
+        server.unanswered()
     );
-    assert_eq!(
-        server.resets.load(Ordering::SeqCst),
-        0,
-        "a connection idle for {PAUSE:?} was reused"
-    );
-    assert_eq!(server.connections.load(Ordering::SeqCst), 2);
+    server.assert_no_idle_connection_was_reused();
 }
 
 #[actix_web::test]
@@ -166,12 +176,7 @@ async fn a_provider_call_after_a_pause_does_not_reuse_a_connection_the_provider_
         second.as_ref().is_ok_and(|a| a.status == 200),
         "the call after a {PAUSE:?} pause failed: {:?} (requests closed unanswered: {})",
         second.err(),
-        server.resets.load(Ordering::SeqCst)
+        server.unanswered()
     );
-    assert_eq!(
-        server.resets.load(Ordering::SeqCst),
-        0,
-        "a connection idle for {PAUSE:?} was reused"
-    );
-    assert_eq!(server.connections.load(Ordering::SeqCst), 2);
+    server.assert_no_idle_connection_was_reused();
 }
