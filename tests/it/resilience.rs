@@ -131,10 +131,26 @@ async fn redis_going_away_is_a_503_that_heals_without_losing_the_session() {
     )
     .await;
 
-    // Redis stops (connection refused): 503 and not ready; back up: ready again.
+    // Redis stops (connection refused): 503 and not ready; back up: ready again. The
+    // session cache may answer from its copy until it notices (the subscription's end,
+    // or at most `MAX_STALENESS`, 0.5 s, after its last confirmed PING); never a 401.
     redis.stop();
-    let res = app.user(&browser).await;
-    assert_eq!(res.status, 503, "{}", res.text());
+    let res = support::eventually(
+        Duration::from_millis(1500),
+        "503 once Redis is gone",
+        || async {
+            let res = app.user(&browser).await;
+            assert!(
+                matches!(res.status, 200 | 503),
+                "{} {}",
+                res.status,
+                res.text()
+            );
+            (res.status == 503).then_some(res)
+        },
+    )
+    .await;
+    assert_eq!(res.json()["error"], "store_unavailable");
     let ready = app.readyz().await;
     assert_eq!(
         (ready.status, ready.json()["checks"]["redis"].clone()),
@@ -266,10 +282,18 @@ async fn the_first_request_after_redis_returns_succeeds() {
     assert_eq!(app.login(&browser, "nina", "/").await.status, 302);
     assert_eq!(app.user(&browser).await.status, 200);
 
-    // Redis goes away for a while; requests meanwhile are 503 (never 401).
+    // Redis goes away for a while; requests meanwhile are 503 (never 401). The session
+    // cache may answer from its copy for a moment, until it notices (at most
+    // `MAX_STALENESS`, 0.5 s, after its last confirmed PING).
     redis.stop();
+    let stopped = std::time::Instant::now();
     for _ in 0..4 {
-        assert_eq!(app.user(&browser).await.status, 503);
+        let status = app.user(&browser).await.status;
+        assert!(
+            status == 503 || (status == 200 && stopped.elapsed() < Duration::from_millis(500)),
+            "{status} {:?} after Redis stopped",
+            stopped.elapsed()
+        );
         sleep_ms(300).await;
     }
     // Back, with its data: the very first request succeeds, without a restart.
