@@ -14,34 +14,14 @@ use crate::support::demo_api::DemoApi;
 use crate::support::fake_op::*;
 use crate::support::upstream::Upstream;
 use crate::support::{self, jwt_claims, query_pairs, Browser, Provider, ProviderOptions, Resp};
+use crate::support::{api, sleep_ms, unique};
 use futures_util::future::join_all;
 use serde_json::json;
-use std::time::Duration;
 
 const ORDERS: &str = "https://orders.example";
 const REPORTS: &str = "https://reports.example";
 /// The session's own audience (`oidc.auth_params.resource`).
 const DEFAULT: &str = "https://default.example";
-const CSRF: (&str, &str) = ("x-csrf", "1");
-
-async fn api(browser: &Browser, app: &TestApp, path: &str) -> Resp {
-    browser
-        .request(
-            "GET",
-            &app.at(path),
-            &[CSRF, ("accept", "application/json")],
-            Vec::new(),
-        )
-        .await
-}
-
-async fn sleep_ms(ms: u64) {
-    actix_web::rt::time::sleep(Duration::from_millis(ms)).await;
-}
-
-fn unique(user: &str) -> String {
-    format!("{user}-{}", support::random_string(4))
-}
 
 /// The audience demo-api saw on a call through spa-bff (it answers only for its own).
 fn audience_seen(res: &Resp) -> String {

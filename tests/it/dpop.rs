@@ -12,7 +12,8 @@
 use crate::support::app::{
     redis_dump, spawn_app, spawn_app_with, stored_record, AppOptions, TestApp,
 };
-use crate::support::fake_op::{app_on_fake_op_with, calls, Flaw};
+use crate::support::fake_op::{app_on_fake_op_with, calls, fake_callback, Flaw};
+use crate::support::unique;
 use crate::support::upstream::{check_dpop, Upstream};
 use crate::support::{self, jwt_claims, Browser, Provider, ProviderOptions, Resp};
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
@@ -39,10 +40,6 @@ fn dpop_oidc() -> String {
 /// A client the provider gives DPoP-bound tokens only, with a proof on every request.
 fn dpop_bound() -> serde_json::Value {
     json!({ "dpop_bound_access_tokens": true })
-}
-
-fn unique(user: &str) -> String {
-    format!("{user}-{}", support::random_string(4))
 }
 
 async fn api(browser: &Browser, app: &TestApp, method: &str, path: &str, body: &str) -> Resp {
@@ -418,14 +415,7 @@ async fn a_provider_that_answers_a_proof_with_bearer_tokens_fails_the_login_with
     )
     .await;
     let browser = Browser::new();
-    let authorize = app.start_login(&browser, "/").await;
-    let callback = browser.get(&authorize).await;
-    let res = browser
-        .get_with(
-            &app.local(callback.location().unwrap()),
-            &[("accept", "application/json")],
-        )
-        .await;
+    let res = fake_callback(&app, &browser, "/").await;
     assert_eq!(res.status, 400, "{}", res.text());
     assert_eq!(res.json()["error"], "invalid_token_response");
     assert!(app.session_cookie(&browser).is_none());
@@ -444,14 +434,7 @@ async fn a_provider_demanding_a_new_nonce_every_time_gets_one_retry_not_a_loop()
     )
     .await;
     let browser = Browser::new();
-    let authorize = app.start_login(&browser, "/").await;
-    let callback = browser.get(&authorize).await;
-    let res = browser
-        .get_with(
-            &app.local(callback.location().unwrap()),
-            &[("accept", "application/json")],
-        )
-        .await;
+    let res = fake_callback(&app, &browser, "/").await;
     assert_eq!(res.status, 400, "{}", res.text());
     assert_eq!(res.json()["error"], "code_rejected");
     assert_eq!(calls(&fake, "/token authorization_code"), 2);

@@ -4,6 +4,7 @@
 
 use crate::support::app::{spawn_app, AppOptions, TestApp};
 use crate::support::raw::{self, blocking, head, RawResponse};
+use crate::support::unique;
 use crate::support::upstream::Upstream;
 use crate::support::{self, Browser, Resp};
 use std::io::{BufReader, Write};
@@ -29,10 +30,6 @@ async fn logged_in(app: &TestApp, user: &str) -> Browser {
     let res = app.login(&browser, user, "/").await;
     assert_eq!(res.status, 302, "login: {}", res.text());
     browser
-}
-
-fn unique(user: &str) -> String {
-    format!("{user}-{}", support::random_string(4))
 }
 
 /// `Cookie: name=value` for this browser's session, for raw requests.

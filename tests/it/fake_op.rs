@@ -82,14 +82,7 @@ async fn an_id_token_with_string_timestamps_and_booleans_as_auth0_sends_them_log
     let (fake, _issuer, app) = app_on_fake_op().await;
     fake.lock().unwrap().flaw = Flaw::StringTypedClaims;
     let browser = Browser::new();
-    let authorize = app.start_login(&browser, "/after").await;
-    let callback = browser.get(&authorize).await;
-    let res = browser
-        .get_with(
-            &app.local(callback.location().unwrap()),
-            &[("accept", "application/json")],
-        )
-        .await;
+    let res = fake_callback(&app, &browser, "/after").await;
     assert_eq!(res.status, 302, "{}", res.text());
     assert_eq!(res.location(), Some("/after"));
     let claims = app.user(&browser).await.json()["claims"].clone();
@@ -102,15 +95,7 @@ async fn an_id_token_with_string_timestamps_and_booleans_as_auth0_sends_them_log
 async fn forged_back_channel_logout_tokens_are_refused_and_a_valid_one_ends_the_session() {
     let (fake, issuer, app) = app_on_fake_op().await;
     let browser = Browser::new();
-    let authorize = app.start_login(&browser, "/").await;
-    let callback = browser.get(&authorize).await;
-    assert_eq!(
-        browser
-            .get(&app.local(callback.location().unwrap()))
-            .await
-            .status,
-        302
-    );
+    assert_eq!(fake_callback(&app, &browser, "/").await.status, 302);
     let sid = fake.lock().unwrap().sid.clone();
     assert_eq!(
         app.user(&browser).await.json()["claims"]["sid"],

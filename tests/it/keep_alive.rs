@@ -13,7 +13,7 @@
 //! reuses such a connection fails; one that opened a new connection is answered.
 
 use crate::support::app::{spawn_app, AppOptions};
-use crate::support::{self, Browser};
+use crate::support::{self, api, Browser};
 use spa_bff::oidc::http::{OidcHttp, Outgoing};
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{TcpListener, TcpStream};
@@ -133,16 +133,7 @@ async fn a_proxied_call_after_a_pause_does_not_reuse_a_connection_the_upstream_m
     let browser = Browser::new();
     let user = format!("kai-{}", support::random_string(4));
     assert_eq!(app.login(&browser, &user, "/").await.status, 302);
-    let call = || async {
-        browser
-            .request(
-                "GET",
-                &app.at("/api/orders"),
-                &[("x-csrf", "1"), ("accept", "application/json")],
-                Vec::new(),
-            )
-            .await
-    };
+    let call = || api(&browser, &app, "/api/orders");
 
     let first = call().await;
     assert_eq!(first.status, 200, "{}", first.text());

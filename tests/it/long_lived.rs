@@ -7,6 +7,7 @@ use crate::support::app::{spawn_app, AppOptions, TestApp};
 use crate::support::fake_op::{
     app_on_fake_op_with, now, send_logout_token, sign_jwt, CLIENT_ID, KEY_PEM, KID,
 };
+use crate::support::unique;
 use crate::support::upstream::Upstream;
 use crate::support::{self, Browser};
 use awc::ws::{Frame, Message};
@@ -26,10 +27,6 @@ async fn logged_in(app: &TestApp, user: &str) -> Browser {
     let res = app.login(&browser, user, "/").await;
     assert_eq!(res.status, 302, "login: {}", res.text());
     browser
-}
-
-fn unique(user: &str) -> String {
-    format!("{user}-{}", support::random_string(4))
 }
 
 fn session_cookie(app: &TestApp, browser: &Browser) -> String {

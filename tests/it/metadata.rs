@@ -3,23 +3,13 @@
 //! naming another issuer is refused and the current metadata kept. Against the fake
 //! provider, whose discovery document a test can change.
 
+use crate::support::api;
 use crate::support::app::{AppOptions, TestApp};
 use crate::support::fake_op::*;
 use crate::support::upstream::Upstream;
-use crate::support::{self, Browser, Resp};
+use crate::support::{self, Browser};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
-
-async fn api(browser: &Browser, app: &TestApp, path: &str) -> Resp {
-    browser
-        .request(
-            "GET",
-            &app.at(path),
-            &[("x-csrf", "1"), ("accept", "application/json")],
-            Vec::new(),
-        )
-        .await
-}
 
 /// spa-bff on the fake provider, re-reading its metadata every second and refreshing
 /// on every proxied call (so each call shows which token endpoint it uses).

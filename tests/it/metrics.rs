@@ -5,7 +5,8 @@
 use crate::support::app::{spawn_app, AppOptions, TestApp};
 use crate::support::fake_op::*;
 use crate::support::upstream::Upstream;
-use crate::support::{self, Browser, RedisServer, Resp};
+use crate::support::{self, Browser, RedisServer};
+use crate::support::{api, sleep_ms};
 use futures_util::future::join_all;
 use serde_json::json;
 use std::collections::BTreeMap;
@@ -110,21 +111,6 @@ async fn scrape_url(url: &str) -> Scrape {
 
 async fn scrape(app: &TestApp) -> Scrape {
     scrape_url(&app.at("/metrics")).await
-}
-
-async fn api(browser: &Browser, app: &TestApp, path: &str) -> Resp {
-    browser
-        .request(
-            "GET",
-            &app.at(path),
-            &[CSRF, ("accept", "application/json")],
-            Vec::new(),
-        )
-        .await
-}
-
-async fn sleep_ms(ms: u64) {
-    actix_web::rt::time::sleep(Duration::from_millis(ms)).await;
 }
 
 fn route_to(upstream: &Upstream) -> String {

@@ -5,6 +5,7 @@
 use crate::support::app::{spawn_app, spawn_app_with, AppOptions, TestApp};
 use crate::support::upstream::{zeros, Seen, Upstream};
 use crate::support::{self, free_port, rss_mib, Browser, Provider, ProviderOptions, Resp};
+use crate::support::{sleep_ms, unique};
 use actix_web::{web, HttpResponse, HttpServer};
 use futures_util::future::join_all;
 use std::net::TcpListener;
@@ -36,14 +37,6 @@ async fn logged_in(app: &TestApp, user: &str) -> Browser {
     let res = app.login(&browser, user, "/").await;
     assert_eq!(res.status, 302, "login: {}", res.text());
     browser
-}
-
-fn unique(user: &str) -> String {
-    format!("{user}-{}", support::random_string(4))
-}
-
-async fn sleep_ms(ms: u64) {
-    actix_web::rt::time::sleep(Duration::from_millis(ms)).await;
 }
 
 async fn refreshes(provider: &Provider) -> u64 {

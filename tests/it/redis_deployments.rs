@@ -7,6 +7,7 @@
 
 use crate::support::app::{spawn_app_with, AppOptions, TestApp, TEST_COOKIE_KEY};
 use crate::support::redis_topology::{Cluster, Sentinel, ACL_PASSWORD};
+use crate::support::sleep_ms;
 use crate::support::upstream::Upstream;
 use crate::support::{self, free_port, Browser, Provider, ProviderOptions};
 use std::cell::{Cell, RefCell};
@@ -18,10 +19,6 @@ use std::time::{Duration, Instant};
 
 const CSRF: (&str, &str) = ("x-csrf", "1");
 const SESSIONS: usize = 8;
-
-async fn sleep_ms(ms: u64) {
-    actix_web::rt::time::sleep(Duration::from_millis(ms)).await;
-}
 
 /// One `/api` call of the load, as the client saw it.
 struct Sample {

@@ -3,10 +3,11 @@
 //! body that stalls, a slow `invalid_grant`) and the real provider with a Redis that
 //! stops accepting writes at the right moment.
 
+use crate::support::api;
 use crate::support::app::{spawn_app_with, stored_record, AppOptions, TestApp};
 use crate::support::fake_op::*;
 use crate::support::upstream::Upstream;
-use crate::support::{self, Browser, Provider, ProviderOptions, RedisServer, Resp};
+use crate::support::{self, Browser, Provider, ProviderOptions, RedisServer};
 use futures_util::future::join_all;
 use spa_bff::secret::Sensitive;
 use spa_bff::session::{CookieCodec, SessionRef};
@@ -14,17 +15,6 @@ use spa_bff::store::keys::Keys;
 use std::time::{Duration, Instant};
 
 const CSRF: (&str, &str) = ("x-csrf", "1");
-
-async fn api(browser: &Browser, app: &TestApp, path: &str) -> Resp {
-    browser
-        .request(
-            "GET",
-            &app.at(path),
-            &[CSRF, ("accept", "application/json")],
-            Vec::new(),
-        )
-        .await
-}
 
 /// spa-bff on the fake provider, refreshing on every call (a skew longer than the
 /// tokens live), with `/api` routed to `upstream`.

@@ -4,25 +4,15 @@
 //! about another user ends the session; an invalid one is dropped while the new access
 //! and refresh tokens are kept.
 
+use crate::support::api;
 use crate::support::app::{spawn_app, stored_record, AppOptions, TestApp};
 use crate::support::fake_op::*;
 use crate::support::upstream::Upstream;
-use crate::support::{self, jwt_claims, query_param, Browser, Resp};
+use crate::support::{self, jwt_claims, query_param, Browser};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 const CSRF: (&str, &str) = ("x-csrf", "1");
-
-async fn api(browser: &Browser, app: &TestApp, path: &str) -> Resp {
-    browser
-        .request(
-            "GET",
-            &app.at(path),
-            &[CSRF, ("accept", "application/json")],
-            Vec::new(),
-        )
-        .await
-}
 
 /// A skew longer than any token lives: every proxied call refreshes.
 fn always_refresh(upstream: &Upstream) -> String {

@@ -2,14 +2,11 @@
 //! lost session) while Redis or the provider is away, healing when they return.
 
 use crate::support::app::{spawn_app, spawn_app_with, AppOptions};
+use crate::support::sleep_ms;
 use crate::support::{
     self, free_port, Browser, Provider, ProviderOptions, RedisServer, RegisteredClient,
 };
 use std::time::Duration;
-
-async fn sleep_ms(ms: u64) {
-    actix_web::rt::time::sleep(Duration::from_millis(ms)).await;
-}
 
 #[actix_web::test]
 async fn idle_timeout_ends_a_quiet_session_but_activity_keeps_it() {

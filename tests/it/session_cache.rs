@@ -4,12 +4,13 @@
 //! on this one within a second. Two instances share a private Redis whose command
 //! counters show whether a request read it.
 
+use crate::support::api;
 use crate::support::app::{spawn_app_with, AppOptions, TestApp};
 use crate::support::fake_op::{
     app_on_fake_op_with, now, send_logout_token, sign_jwt, CLIENT_ID, KEY_PEM, KID,
 };
 use crate::support::upstream::Upstream;
-use crate::support::{self, Browser, Provider, ProviderOptions, RedisServer, Resp};
+use crate::support::{self, Browser, Provider, ProviderOptions, RedisServer};
 use serde_json::json;
 use std::time::{Duration, Instant};
 
@@ -20,17 +21,6 @@ fn route(upstream: &Upstream) -> String {
         "\n[[routes]]\nprefix = \"/api\"\nupstream = \"{}\"\n",
         upstream.url
     )
-}
-
-async fn api(browser: &Browser, app: &TestApp, path: &str) -> Resp {
-    browser
-        .request(
-            "GET",
-            &app.at(path),
-            &[CSRF, ("accept", "application/json")],
-            Vec::new(),
-        )
-        .await
 }
 
 /// How many times Redis ran `HMGET` (a session read) so far.

@@ -633,14 +633,24 @@ pub fn calls(fake: &Mutex<FakeState>, call: &str) -> usize {
     fake.lock().unwrap().calls.get(call).copied().unwrap_or(0)
 }
 
+/// Starts a login at spa-bff for `return_to`, lets the fake provider answer at once
+/// (its `/auth` redirects straight back), and returns spa-bff's answer at `/callback`
+/// to a fetch (`Accept: application/json`, so errors come as JSON).
+pub async fn fake_callback(app: &TestApp, browser: &Browser, return_to: &str) -> Resp {
+    let authorize = app.start_login(browser, return_to).await;
+    let callback = browser.get(&authorize).await;
+    browser
+        .get_with(
+            &app.local(callback.location().expect("fake /auth redirects")),
+            &[("accept", "application/json")],
+        )
+        .await
+}
+
 /// Logs a browser in through the fake provider.
 pub async fn fake_login(app: &TestApp) -> Browser {
     let browser = Browser::new();
-    let authorize = app.start_login(&browser, "/").await;
-    let callback = browser.get(&authorize).await;
-    let res = browser
-        .get(&app.local(callback.location().expect("fake /auth redirects")))
-        .await;
+    let res = fake_callback(app, &browser, "/").await;
     assert_eq!(res.status, 302, "login through the fake: {}", res.text());
     browser
 }

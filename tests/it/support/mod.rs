@@ -98,6 +98,27 @@ pub fn http_client() -> awc::Client {
         .finish()
 }
 
+/// `GET path` at spa-bff as the SPA's fetch sends it: the CSRF header, JSON wanted.
+pub async fn api(browser: &Browser, app: &app::TestApp, path: &str) -> Resp {
+    browser
+        .request(
+            "GET",
+            &app.at(path),
+            &[("x-csrf", "1"), ("accept", "application/json")],
+            Vec::new(),
+        )
+        .await
+}
+
+/// `user` with a random suffix, so tests sharing the provider never share a user.
+pub fn unique(user: &str) -> String {
+    format!("{user}-{}", random_string(4))
+}
+
+pub async fn sleep_ms(ms: u64) {
+    actix_web::rt::time::sleep(std::time::Duration::from_millis(ms)).await;
+}
+
 /// A random URL-safe string of `bytes` random bytes (base64url, no padding).
 pub fn random_string(bytes: usize) -> String {
     let buf: Vec<u8> = (0..bytes).map(|_| rand::random::<u8>()).collect();
