@@ -347,8 +347,10 @@ def spa_bff_client(name: str = "bench-spa-bff") -> tuple[Client, int]:
 
 def start_spa_bff(procs: Procs, dir: Path, name: str, *, binary: Path, port: int, public_port: int,
                   client: Client, provider: Provider, redis_port: int, upstream_port: int, workers: int,
-                  key_prefix: str, cookie_key: str, rust_log: str, launcher: list[str] | None = None) -> SpaBff:
-    """spa-bff (release build) with one [[routes]] `/api` to the upstream."""
+                  key_prefix: str, cookie_key: str, rust_log: str, launcher: list[str] | None = None,
+                  proxy_toml: str = "") -> SpaBff:
+    """spa-bff (release build) with one [[routes]] `/api` to the upstream; `proxy_toml`: more
+    `[proxy]` keys."""
     dir.mkdir(parents=True, exist_ok=True)
     conf = dir / f"{name}.toml"
     conf.write_text(f"""
@@ -370,6 +372,9 @@ key_prefix = "{key_prefix}"
 cookie_keys = ["{cookie_key}"]
 insecure_cookies = true
 idle_timeout = "1h"
+
+[proxy]
+{proxy_toml}
 
 [[routes]]
 prefix = "/api"

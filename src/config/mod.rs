@@ -164,7 +164,7 @@ pub fn known_keys() -> BTreeMap<String, KeyKind> {
 }
 
 #[cfg(test)]
-pub(super) mod tests {
+pub(crate) mod tests {
     use super::*;
     use std::time::Duration;
 

@@ -17,6 +17,13 @@ pub struct ProxySettings {
     /// `proxy.refresh_skew` (`SPA_BFF__PROXY__REFRESH_SKEW`): refresh the access token
     /// when it expires within this (default 30s).
     pub refresh_skew: Duration,
+    /// `proxy.min_token_lifetime` (`SPA_BFF__PROXY__MIN_TOKEN_LIFETIME`): the least
+    /// lifetime an access token that can be refreshed must have left to be forwarded
+    /// (default 10s). Between `refresh_skew` and this before expiry, requests go on
+    /// with the current token while one refresh runs in the background; within this,
+    /// they wait for the refresh. Taken as at most `refresh_skew`: equal to it, every
+    /// refresh is waited for.
+    pub min_token_lifetime: Duration,
     /// `proxy.refresh_lock_ttl` (`SPA_BFF__PROXY__REFRESH_LOCK_TTL`): how long one
     /// instance may hold a session's refresh lock (a crashed holder blocks the session's
     /// refresh at most this long; default 30s). Must exceed the worst case of one
@@ -104,6 +111,7 @@ pub(super) fn read(r: &mut Reader<'_>) -> ProxySettings {
         csrf_header,
         csrf_value,
         refresh_skew: r.duration("proxy", "refresh_skew", "30s"),
+        min_token_lifetime: r.duration("proxy", "min_token_lifetime", "10s"),
         refresh_lock_ttl: r.duration("proxy", "refresh_lock_ttl", "30s"),
         max_upstream_connections: r.count("proxy", "max_upstream_connections", 10_000) as usize,
     }

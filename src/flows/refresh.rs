@@ -4,6 +4,16 @@
 //! forwarding, and [`Refresher::replace_rejected`] when an upstream refused the
 //! token.
 //!
+//! A token inside the skew but with more than `proxy.min_token_lifetime` left is
+//! refreshed *ahead*: the request goes on with it at once, and one refresh runs in the
+//! background (one per session and target on this instance, [`RefreshFlights`]; the
+//! same lock and save as below across instances), so the provider's answer time is
+//! paid by no request. Only a token that is missing, expires within
+//! `min_token_lifetime`, or was rejected by an upstream makes requests wait. A
+//! background refresh that fails leaves the current token in use (the failure is
+//! remembered and logged; the next request after [`FAILURE_MEMORY`] tries again) until
+//! it is within `min_token_lifetime`, when requests wait and get the failure's answer.
+//!
 //! Each call is for one [`Target`]: the session's own access token, or the one for a
 //! route's RFC 8707 resource (per-route audiences). A token for a resource is got from
 //! the session's refresh token like any refresh (with `resource=<uri>`), kept in the
@@ -91,7 +101,7 @@ use crate::session::{SessionRef, Target, Tokens};
 use crate::store::{EndOutcome, LoadedSession, RefreshLock, Store, UpdateOutcome};
 use crate::time::{now_ms, UnixMs};
 use serde_json::{Map, Value};
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex, Weak};
 use std::time::{Duration, Instant};
 
@@ -111,6 +121,9 @@ const SAVE_RETRY_MAX: Duration = Duration::from_secs(1);
 pub struct RefreshPolicy {
     /// `proxy.refresh_skew`: refresh when the token expires within this.
     pub skew: Duration,
+    /// `proxy.min_token_lifetime` (at most `skew`): within the skew but not within
+    /// this, the current token is used while the refresh runs in the background.
+    pub min_lifetime: Duration,
     /// `proxy.refresh_lock_ttl`: how long one instance may hold the lock.
     pub lock_ttl: Duration,
     /// How long a request waits for the session's refresh (in this process or on
@@ -123,8 +136,10 @@ pub struct RefreshPolicy {
 impl RefreshPolicy {
     pub fn new(settings: &Settings) -> Self {
         let lock_ttl = settings.proxy.refresh_lock_ttl;
+        let skew = settings.proxy.refresh_skew;
         Self {
-            skew: settings.proxy.refresh_skew,
+            skew,
+            min_lifetime: settings.proxy.min_token_lifetime.min(skew),
             lock_ttl,
             wait_limit: lock_ttl + settings.oidc.http_timeout,
             session_lifetime: settings.session.absolute_timeout,
@@ -141,7 +156,7 @@ pub struct Refresher<'a, S> {
     /// For revoking refresh tokens nobody will use.
     pub oidc: &'a OidcSettings,
     /// The provider's latest DPoP nonce (sessions whose tokens are bound to a key).
-    pub dpop_nonces: &'a DpopNonces,
+    pub dpop_nonces: &'a Arc<DpopNonces>,
     pub policy: RefreshPolicy,
     /// Where refresh outcomes are counted.
     pub metrics: &'a Metrics,
@@ -149,7 +164,9 @@ pub struct Refresher<'a, S> {
 
 impl<S: Store + Clone + 'static> Refresher<'_, S> {
     /// The session with an access token for `target` valid for at least the skew,
-    /// refreshing (or, for a resource, first getting) it if needed.
+    /// refreshing (or, for a resource, first getting) it if needed; or, when the
+    /// current one is inside the skew but still has more than `min_token_lifetime`
+    /// left, the session as it is, with the refresh started in the background.
     pub async fn ensure_fresh(
         &self,
         session: LoadedSession,
@@ -159,7 +176,7 @@ impl<S: Store + Clone + 'static> Refresher<'_, S> {
             target,
             stale: Stale::Expiring,
         };
-        // The common case, decided without a future of its own: the proxy's request
+        // The common cases, decided without a future of their own: the proxy's request
         // future stays small (it is moved into a box for every request).
         let covered = session
             .record
@@ -167,10 +184,70 @@ impl<S: Store + Clone + 'static> Refresher<'_, S> {
             .token_request_resource(target)
             .is_ok();
         let kept = self.flights.kept(session.reference.storage_id()).is_some();
-        if covered && !kept && !need.applies(&session.record.tokens, now_ms(), self.policy.skew) {
-            return Ok(session);
+        if covered && !kept {
+            let (tokens, now) = (&session.record.tokens, now_ms());
+            if !need.applies(tokens, now, self.policy.skew) {
+                return Ok(session);
+            }
+            if tokens.refresh_token.is_some()
+                && !need.applies(tokens, now, self.policy.min_lifetime)
+            {
+                self.refresh_ahead(&session, target);
+                return Ok(session);
+            }
         }
         Box::pin(self.renew(session, need)).await
+    }
+
+    /// Starts the background refresh of a token that is inside the skew but still
+    /// usable, unless one is running for this session and target on this instance, or
+    /// one failed (or was refused) moments ago.
+    fn refresh_ahead(&self, session: &LoadedSession, target: Target<'_>) {
+        let id = session.reference.storage_id();
+        if self.flights.recent_failure(id).is_some() {
+            return;
+        }
+        let resource = match target {
+            Target::Default => None,
+            Target::Resource(r) if self.flights.recent_refusal(id, r).is_some() => return,
+            Target::Resource(r) => Some(r.to_owned()),
+        };
+        let Some(ticket) = RefreshFlights::start_ahead(self.flights, id, resource.clone()) else {
+            return; // already under way
+        };
+        let detached = Detached {
+            store: self.store.clone(),
+            provider: Arc::clone(self.provider),
+            http: self.http.clone(),
+            flights: Arc::clone(self.flights),
+            oidc: self.oidc.clone(),
+            dpop_nonces: Arc::clone(self.dpop_nonces),
+            policy: self.policy,
+            metrics: self.metrics.clone(),
+        };
+        let session = session.clone();
+        actix_web::rt::spawn(async move {
+            let _ticket = ticket;
+            let target = resource
+                .as_deref()
+                .map_or(Target::Default, Target::Resource);
+            let need = Need {
+                target,
+                stale: Stale::Expiring,
+            };
+            let short = session.reference.storage_id()[..8].to_string();
+            match detached.refresher().renew(session, need).await {
+                Ok(_) => {}
+                // Logged where they were decided (the session ended, or the
+                // resource's token was refused).
+                Err(Error::Unauthenticated | Error::ResourceRefused(_)) => {}
+                Err(e) => tracing::warn!(
+                    session = %short,
+                    resource = ?target,
+                    "background token refresh failed ({e}); the current token is used until it is within proxy.min_token_lifetime of its expiry"
+                ),
+            }
+        });
     }
 
     /// The session with an access token for `target` other than its current one,
@@ -576,6 +653,33 @@ impl<S: Store + Clone + 'static> Refresher<'_, S> {
     }
 }
 
+/// What a background refresh owns: a [`Refresher`]'s parts, cloned.
+struct Detached<S> {
+    store: S,
+    provider: Arc<ProviderHandle>,
+    http: OidcHttp,
+    flights: Arc<RefreshFlights>,
+    oidc: OidcSettings,
+    dpop_nonces: Arc<DpopNonces>,
+    policy: RefreshPolicy,
+    metrics: Metrics,
+}
+
+impl<S> Detached<S> {
+    fn refresher(&self) -> Refresher<'_, S> {
+        Refresher {
+            store: &self.store,
+            provider: &self.provider,
+            http: &self.http,
+            flights: &self.flights,
+            oidc: &self.oidc,
+            dpop_nonces: &self.dpop_nonces,
+            policy: self.policy,
+            metrics: &self.metrics,
+        }
+    }
+}
+
 /// How a refresh with the lock held ended.
 enum Refreshed {
     /// Finished: release the lock.
@@ -682,11 +786,14 @@ async fn save_kept<S: Store>(store: &S, session: &LoadedSession, kept: &Kept) ->
 }
 
 /// What the in-process refreshes of every worker share, per session storage id:
-/// one mutex, tokens the store has not taken yet, a recent provider failure, and
-/// recently refused resource tokens (per resource).
+/// one mutex, tokens the store has not taken yet, a recent provider failure,
+/// recently refused resource tokens (per resource), and the background refreshes
+/// under way (per target).
 #[derive(Default)]
 pub struct RefreshFlights {
     locks: Mutex<HashMap<String, Weak<tokio::sync::Mutex<()>>>>,
+    /// (session id, resource) of the background refreshes under way.
+    ahead: Mutex<HashSet<(String, Option<String>)>>,
     kept: Mutex<HashMap<String, Kept>>,
     failures: Mutex<HashMap<String, (Instant, String)>>,
     /// (session id, resource) -> when and why its token was refused.
@@ -697,7 +804,31 @@ fn locked<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|p| p.into_inner())
 }
 
+/// One background refresh under way; dropping it lets the next one start.
+struct AheadTicket {
+    flights: Arc<RefreshFlights>,
+    key: (String, Option<String>),
+}
+
+impl Drop for AheadTicket {
+    fn drop(&mut self) {
+        locked(&self.flights.ahead).remove(&self.key);
+    }
+}
+
 impl RefreshFlights {
+    /// Marks a background refresh of session `id` (for `resource`) as under way;
+    /// `None` when one already is.
+    fn start_ahead(flights: &Arc<Self>, id: &str, resource: Option<String>) -> Option<AheadTicket> {
+        let key = (id.to_string(), resource);
+        locked(&flights.ahead)
+            .insert(key.clone())
+            .then(|| AheadTicket {
+                flights: Arc::clone(flights),
+                key,
+            })
+    }
+
     /// The mutex of session `id`; it lives as long as someone holds or awaits it.
     fn mutex(&self, id: &str) -> Arc<tokio::sync::Mutex<()>> {
         let mut locks = locked(&self.locks);
@@ -940,6 +1071,38 @@ mod tests {
             .resource_tokens
             .insert("https://orders".into(), resource("orders-3"));
         assert_eq!(decide(&newer, &for_orders), Decision::Newer);
+    }
+
+    #[test]
+    fn one_background_refresh_per_session_and_target_at_a_time() {
+        let flights = Arc::new(RefreshFlights::default());
+        let first = RefreshFlights::start_ahead(&flights, "a", None).expect("none under way");
+        assert!(RefreshFlights::start_ahead(&flights, "a", None).is_none());
+        let other_target =
+            RefreshFlights::start_ahead(&flights, "a", Some("https://orders".into()));
+        assert!(other_target.is_some(), "another target of the session");
+        assert!(RefreshFlights::start_ahead(&flights, "b", None).is_some());
+        drop(first);
+        assert!(RefreshFlights::start_ahead(&flights, "a", None).is_some());
+    }
+
+    #[test]
+    fn min_token_lifetime_is_at_most_the_skew() {
+        let settings = |proxy: &str| {
+            let text = format!("{}\n[proxy]\n{proxy}\n", crate::config::tests::minimal());
+            RefreshPolicy::new(&Settings::from_toml_str(&text).unwrap())
+        };
+        let default = settings("");
+        assert_eq!(
+            (default.skew, default.min_lifetime),
+            (Duration::from_secs(30), Duration::from_secs(10))
+        );
+        let short_skew = settings("refresh_skew = \"2s\"");
+        assert_eq!(
+            short_skew.min_lifetime,
+            Duration::from_secs(2),
+            "every refresh waited for"
+        );
     }
 
     #[test]

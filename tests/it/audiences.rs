@@ -219,7 +219,7 @@ async fn a_resource_the_login_did_not_name_is_403_without_asking_the_provider_an
     let (fake, _, app) = app_on_fake_op_with(
         AppOptions {
             extra_toml: format!(
-                "[proxy]\nrefresh_skew = \"1h\"\n[[routes]]\nprefix = \"/api\"\nupstream = \"{}\"\n",
+                "[proxy]\nrefresh_skew = \"1h\"\nmin_token_lifetime = \"1h\"\n[[routes]]\nprefix = \"/api\"\nupstream = \"{}\"\n",
                 upstream.url
             ),
             ..AppOptions::default()
@@ -270,7 +270,7 @@ async fn a_resource_the_provider_refuses_is_403_for_that_route_and_the_session_l
         AppOptions {
             oidc_toml: "auth_params = { resource = \"https://default.example\" }\n".into(),
             extra_toml: format!(
-                "[proxy]\nrefresh_skew = \"1h\"\n[[routes]]\nprefix = \"/api\"\nupstream = \"{0}\"\n\
+                "[proxy]\nrefresh_skew = \"1h\"\nmin_token_lifetime = \"1h\"\n[[routes]]\nprefix = \"/api\"\nupstream = \"{0}\"\n\
                  [[routes]]\nprefix = \"/orders\"\nupstream = \"{0}\"\nresource = \"{ORDERS}\"\n\
                  [[routes]]\nprefix = \"/reports\"\nupstream = \"{0}\"\nresource = \"{REPORTS}\"\n",
                 upstream.url
@@ -445,7 +445,7 @@ async fn a_resource_token_naming_another_audience_is_never_sent_and_the_rotated_
             // Every request refreshes its target's token: the session's own refresh
             // below shows which refresh token the store kept.
             extra_toml: format!(
-                "[proxy]\nrefresh_skew = \"1h\"\n[[routes]]\nprefix = \"/api\"\nupstream = \"{}\"\n\
+                "[proxy]\nrefresh_skew = \"1h\"\nmin_token_lifetime = \"1h\"\n[[routes]]\nprefix = \"/api\"\nupstream = \"{}\"\n\
                  [[routes]]\nprefix = \"/orders\"\nupstream = \"{}\"\nresource = \"{ORDERS}\"\n\
                  [[routes]]\nprefix = \"/reports\"\nupstream = \"{}\"\nresource = \"{REPORTS}\"\n",
                 plain.url, orders_api.url, reports_api.url

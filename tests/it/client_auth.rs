@@ -46,7 +46,7 @@ async fn jwt_app(
         oidc_toml: format!("{}{oidc_extra}", key_toml(configured.0, configured.1)),
         registration: json!({ "jwks": registered.public_jwks() }),
         extra_toml: format!(
-            "[proxy]\nrefresh_skew = \"400s\"\n\n[[routes]]\nprefix = \"/api\"\nupstream = \"{}\"\n",
+            "[proxy]\nrefresh_skew = \"400s\"\nmin_token_lifetime = \"400s\"\n\n[[routes]]\nprefix = \"/api\"\nupstream = \"{}\"\n",
             upstream.url
         ),
         ..AppOptions::default()

@@ -21,6 +21,7 @@ mod par;
 mod prompt;
 mod proxy;
 mod redis_deployments;
+mod refresh_ahead;
 mod refreshed_id_token;
 mod resilience;
 mod serving;

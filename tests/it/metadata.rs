@@ -18,7 +18,7 @@ async fn following_every_second(upstream: &Upstream) -> (Arc<Mutex<FakeState>>, 
         AppOptions {
             oidc_toml: "metadata_refresh = \"1s\"\n".into(),
             extra_toml: format!(
-                "[proxy]\nrefresh_skew = \"1h\"\n[[routes]]\nprefix = \"/api\"\nupstream = \"{}\"\n",
+                "[proxy]\nrefresh_skew = \"1h\"\nmin_token_lifetime = \"1h\"\n[[routes]]\nprefix = \"/api\"\nupstream = \"{}\"\n",
                 upstream.url
             ),
             ..AppOptions::default()

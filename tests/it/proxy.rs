@@ -441,7 +441,7 @@ async fn a_revoked_grant_ends_the_session_with_401() {
     // A skew longer than the token lifetime: every call refreshes.
     let app = spawn_app(AppOptions {
         extra_toml: format!(
-            "[proxy]\nrefresh_skew = \"1h\"\n{}",
+            "[proxy]\nrefresh_skew = \"1h\"\nmin_token_lifetime = \"1h\"\n{}",
             route("/api", &upstream.url, "")
         ),
         ..AppOptions::default()
@@ -824,7 +824,7 @@ async fn an_optional_route_goes_on_without_a_token_when_the_grant_is_revoked() {
     let upstream = Upstream::start();
     let app = spawn_app(AppOptions {
         extra_toml: format!(
-            "[proxy]\nrefresh_skew = \"1h\"\n{}",
+            "[proxy]\nrefresh_skew = \"1h\"\nmin_token_lifetime = \"1h\"\n{}",
             route("/opt", &upstream.url, "token = \"optional\"")
         ),
         ..AppOptions::default()

@@ -25,7 +25,7 @@ async fn always_refreshing(
     let (fake, _, app) = app_on_fake_op_with(
         AppOptions {
             extra_toml: format!(
-                "[proxy]\nrefresh_skew = \"1h\"\n[[routes]]\nprefix = \"/api\"\nupstream = \"{}\"\n",
+                "[proxy]\nrefresh_skew = \"1h\"\nmin_token_lifetime = \"1h\"\n[[routes]]\nprefix = \"/api\"\nupstream = \"{}\"\n",
                 upstream.url
             ),
             ..AppOptions::default()

@@ -17,7 +17,7 @@ const CSRF: (&str, &str) = ("x-csrf", "1");
 /// A skew longer than any token lives: every proxied call refreshes.
 fn always_refresh(upstream: &Upstream) -> String {
     format!(
-        "[proxy]\nrefresh_skew = \"1h\"\n[[routes]]\nprefix = \"/api\"\nupstream = \"{}\"\n",
+        "[proxy]\nrefresh_skew = \"1h\"\nmin_token_lifetime = \"1h\"\n[[routes]]\nprefix = \"/api\"\nupstream = \"{}\"\n",
         upstream.url
     )
 }
