@@ -285,21 +285,26 @@ impl ResponseError for Error {
 
 /// True when the request is a top-level browser navigation rather than fetch/XHR.
 pub fn prefers_html(headers: &HeaderMap) -> bool {
-    let get = |name: &str| {
+    // Names as constants: a `&str` name is parsed into a `HeaderName` on every lookup.
+    const SEC_FETCH_MODE: header::HeaderName = header::HeaderName::from_static("sec-fetch-mode");
+    const X_CSRF: header::HeaderName = header::HeaderName::from_static("x-csrf");
+    const X_REQUESTED_WITH: header::HeaderName =
+        header::HeaderName::from_static("x-requested-with");
+    let get = |name: &header::HeaderName| {
         headers
             .get(name)
             .and_then(|v| v.to_str().ok())
             .unwrap_or("")
     };
-    match get("sec-fetch-mode") {
+    match get(&SEC_FETCH_MODE) {
         "navigate" => return true,
         "" => {}
         _ => return false,
     }
-    if headers.contains_key("x-csrf") || headers.contains_key("x-requested-with") {
+    if headers.contains_key(&X_CSRF) || headers.contains_key(&X_REQUESTED_WITH) {
         return false;
     }
-    get("accept").contains("text/html")
+    get(&header::ACCEPT).contains("text/html")
 }
 
 /// Middleware: re-renders [`Error`] responses as an HTML page for browser navigations,

@@ -16,7 +16,7 @@ use crate::flows::Deps;
 use crate::metrics::Metrics;
 use crate::oidc::dpop::DpopNonces;
 use crate::oidc::{OidcHttp, ProviderHandle};
-use crate::session::{CookieCodec, ExpiryPolicy};
+use crate::session::{CookieCodec, ExpiryPolicy, SessionCookie};
 use crate::store::{LoadedSession, RedisHandle, RedisStore, SessionEvents, Store};
 use crate::time::now_ms;
 use actix_web::{HttpRequest, HttpResponse};
@@ -182,18 +182,10 @@ impl AppState {
 
     /// The session the request's cookie refers to.
     pub async fn session(&self, req: &HttpRequest) -> Result<SessionLookup, Error> {
-        let has_cookie = req
-            .cookies()
-            .map(|c| {
-                c.iter()
-                    .any(|c| c.name() == self.cookies.session_cookie_name())
-            })
-            .unwrap_or(false);
-        if !has_cookie {
-            return Ok(SessionLookup::NoCookie);
-        }
-        let Some(reference) = self.cookies.read_session(req) else {
-            return Ok(SessionLookup::Stale);
+        let reference = match self.cookies.session_cookie_of(req) {
+            SessionCookie::Absent => return Ok(SessionLookup::NoCookie),
+            SessionCookie::Unreadable => return Ok(SessionLookup::Stale),
+            SessionCookie::Valid(reference) => reference,
         };
         Ok(match self.store.load_session(&reference, now_ms()).await? {
             Some(s) => SessionLookup::Active(Box::new(s)),

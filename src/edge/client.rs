@@ -28,11 +28,13 @@ pub struct ClientAddr {
 impl ClientAddr {
     /// The `X-Forwarded-For` value to send upstream.
     pub fn forwarded_for(&self) -> String {
-        self.chain
-            .iter()
-            .map(IpAddr::to_string)
-            .collect::<Vec<_>>()
-            .join(", ")
+        use std::fmt::Write;
+        let mut out = String::with_capacity(self.chain.len() * 17);
+        for (i, ip) in self.chain.iter().enumerate() {
+            let sep = if i == 0 { "" } else { ", " };
+            let _ = write!(out, "{sep}{ip}");
+        }
+        out
     }
 }
 

@@ -16,7 +16,7 @@
 //! or clear the session); and on answers to token-bearing requests, a `Cache-Control`
 //! that keeps shared caches out ([`make_private`]).
 
-use actix_web::http::header::{HeaderMap, HeaderName, HeaderValue};
+use actix_web::http::header::{self, HeaderMap, HeaderName, HeaderValue};
 
 /// RFC 9110 section 7.6.1 connection-specific headers, plus the old `Proxy-*` ones.
 const HOP_BY_HOP: &[&str] = &[
@@ -65,7 +65,7 @@ fn is_hop_by_hop(name: &str) -> bool {
 /// The header names listed in `Connection` (lower case).
 fn connection_named(headers: &HeaderMap) -> Vec<String> {
     headers
-        .get_all("connection")
+        .get_all(header::CONNECTION)
         .filter_map(|v| v.to_str().ok())
         .flat_map(|v| v.split(','))
         .map(|n| n.trim().to_ascii_lowercase())
@@ -75,7 +75,8 @@ fn connection_named(headers: &HeaderMap) -> Vec<String> {
 
 fn filtered(headers: &HeaderMap, drop: impl Fn(&str) -> bool) -> HeaderMap {
     let named = connection_named(headers);
-    let mut out = HeaderMap::new();
+    // Room for everything kept and the few headers the proxy adds: no rehashing.
+    let mut out = HeaderMap::with_capacity(headers.len() + 8);
     for (name, value) in headers.iter() {
         let n = name.as_str();
         if is_hop_by_hop(n) || named.iter().any(|c| c == n) || drop(n) {
@@ -89,8 +90,10 @@ fn filtered(headers: &HeaderMap, drop: impl Fn(&str) -> bool) -> HeaderMap {
 /// What the browser sent, minus everything that must not reach an upstream.
 /// `csrf_header` is the configured CSRF header name.
 pub fn upstream_request_headers(incoming: &HeaderMap, csrf_header: &str) -> HeaderMap {
-    let csrf = csrf_header.to_ascii_lowercase();
-    filtered(incoming, |n| never_upstream(n) || n == csrf)
+    // Header names are lower case; the configured one may not be.
+    filtered(incoming, |n| {
+        never_upstream(n) || n.eq_ignore_ascii_case(csrf_header)
+    })
 }
 
 /// Adds the forwarding headers to `headers`: `forwarded_for` is the believed chain.
@@ -169,19 +172,13 @@ fn names_own_cookie(set_cookie: &[u8], session_cookie: &str) -> bool {
 /// the browser's cache does not hand this answer to another session either.
 pub fn make_private(headers: &mut HeaderMap) {
     // Most API answers say nothing about caching, or vary on nothing: no parsing then.
-    if !headers.contains_key("cache-control") {
-        headers.insert(
-            HeaderName::from_static("cache-control"),
-            HeaderValue::from_static("private"),
-        );
+    if !headers.contains_key(&header::CACHE_CONTROL) {
+        headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("private"));
     } else {
         rewrite_cache_control(headers);
     }
-    if !headers.contains_key("vary") {
-        headers.insert(
-            HeaderName::from_static("vary"),
-            HeaderValue::from_static("Cookie"),
-        );
+    if !headers.contains_key(&header::VARY) {
+        headers.insert(header::VARY, HeaderValue::from_static("Cookie"));
     } else {
         add_vary_cookie(headers);
     }

@@ -601,8 +601,11 @@ fn upstream_headers(
     let client = client_of(req);
     headers::add_forwarding(&mut out, &client.forwarded_for(), public.scheme(), &host);
     // The upstream logs the same request id as spa-bff.
-    let request_id = req.extensions().get::<RequestId>().cloned();
-    if let Some(id) = request_id.and_then(|RequestId(id)| HeaderValue::from_str(&id).ok()) {
+    let request_id = req
+        .extensions()
+        .get::<RequestId>()
+        .and_then(|RequestId(id)| HeaderValue::from_str(id).ok());
+    if let Some(id) = request_id {
         out.insert(REQUEST_ID, id);
     }
     let invalid = || Error::Internal("access token is not a valid header value".into());

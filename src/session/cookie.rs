@@ -10,10 +10,20 @@ use crate::config::{SameSite, SessionSettings};
 use crate::session::crypto::{digest_hex, SessionRef};
 use actix_web::cookie::{self, Cookie, CookieJar, Key};
 use actix_web::HttpRequest;
+use std::borrow::Cow;
 use std::collections::HashMap;
 use std::sync::Mutex;
 use std::time::Duration;
 use subtle::ConstantTimeEq;
+
+/// What a request's session cookie is.
+pub enum SessionCookie {
+    /// No session cookie at all.
+    Absent,
+    /// Session cookies that do not decrypt (tampered, foreign, old keys).
+    Unreadable,
+    Valid(SessionRef),
+}
 
 /// How many logins one browser may have in progress before older ones are dropped.
 pub const MAX_PENDING_LOGINS: usize = 5;
@@ -69,22 +79,35 @@ impl CookieCodec {
 
     /// The session reference of the first session cookie that decrypts.
     pub fn read_session(&self, req: &HttpRequest) -> Option<SessionRef> {
-        self.values(req, &self.name)
-            .into_iter()
+        cookie_values(req, &self.name)
+            .iter()
             .find_map(|v| self.decode_session(v))
     }
 
-    fn decode_session(&self, value: String) -> Option<SessionRef> {
+    /// The request's session cookie: none, none that decrypts, or the reference of
+    /// the first that does.
+    pub fn session_cookie_of(&self, req: &HttpRequest) -> SessionCookie {
+        let values = cookie_values(req, &self.name);
+        if values.is_empty() {
+            return SessionCookie::Absent;
+        }
+        values
+            .iter()
+            .find_map(|v| self.decode_session(v))
+            .map_or(SessionCookie::Unreadable, SessionCookie::Valid)
+    }
+
+    fn decode_session(&self, value: &str) -> Option<SessionRef> {
         let lock = || self.decoded.lock().unwrap_or_else(|p| p.into_inner());
-        if let Some(reference) = lock().get(&value) {
+        if let Some(reference) = lock().get(value) {
             return Some(reference.clone());
         }
-        let reference = SessionRef::decode(&self.decrypt(&self.name, &value)?)?;
+        let reference = SessionRef::decode(&self.decrypt(&self.name, value)?)?;
         let mut decoded = lock();
         if decoded.len() >= DECODED_VALUES {
             decoded.clear();
         }
-        decoded.insert(value, reference.clone());
+        decoded.insert(value.to_string(), reference.clone());
         Some(reference)
     }
 
@@ -186,14 +209,51 @@ impl CookieCodec {
 
     /// Every value sent under `name` (a hostile sibling domain may add duplicates).
     fn values(&self, req: &HttpRequest, name: &str) -> Vec<String> {
-        req.cookies()
-            .map(|all| {
-                all.iter()
-                    .filter(|c| c.name() == name)
-                    .map(|c| c.value().to_string())
-                    .collect()
-            })
-            .unwrap_or_default()
+        cookie_values(req, name)
+            .into_iter()
+            .map(Cow::into_owned)
+            .collect()
+    }
+}
+
+/// The values of every cookie named `name` in the request's `Cookie` headers, read
+/// exactly as actix-web's `HttpRequest::cookies` reads them (pairs split on `;` and
+/// trimmed, the value's surrounding double quotes dropped, names and values
+/// percent-decoded, a pair that does not decode skipped, and no cookies at all when a
+/// header is not UTF-8), but without parsing and allocating every other cookie of the
+/// header: a request of a known session needs one value, and browsers send many.
+pub fn cookie_values<'r>(req: &'r HttpRequest, name: &str) -> Vec<Cow<'r, str>> {
+    let mut found = Vec::new();
+    for header in req.headers().get_all(actix_web::http::header::COOKIE) {
+        let Ok(text) = std::str::from_utf8(header.as_bytes()) else {
+            return Vec::new();
+        };
+        for pair in text.split(';').map(str::trim).filter(|p| !p.is_empty()) {
+            let Some((n, v)) = pair.split_once('=') else {
+                continue;
+            };
+            let (n, v) = (n.trim(), trim_quotes(v.trim()).trim());
+            // Only text with a `%` can decode to something else, or fail to decode.
+            let decoded = |s: &'r str| match s.contains('%') {
+                false => Ok(Cow::Borrowed(s)),
+                true => percent_encoding::percent_decode_str(s).decode_utf8(),
+            };
+            if n.is_empty() || decoded(n).map_or(true, |n| n != name) {
+                continue;
+            }
+            if let Ok(v) = decoded(v) {
+                found.push(v);
+            }
+        }
+    }
+    found
+}
+
+/// `"value"` -> `value` (as the `cookie` crate reads a quoted value).
+fn trim_quotes(s: &str) -> &str {
+    match s.as_bytes() {
+        [b'"', .., b'"'] => &s[1..s.len() - 1],
+        _ => s,
     }
 }
 
@@ -202,6 +262,45 @@ mod tests {
     use super::*;
     use crate::config::{KeyMaterial, RedisSettings, SessionSettings};
     use actix_web::test::TestRequest;
+
+    #[test]
+    fn cookie_values_reads_what_actix_webs_cookie_parser_reads() {
+        let headers: &[&[&[u8]]] = &[
+            &[b"s=abc"],
+            &[b"a=1; s=abc; b=2"],
+            &[b"  s = abc ;s=def;;  ; =x; s"],
+            &[b"s=\"quoted+/=\"; s=\"; s=\"\""],
+            &[b"s=a%2Bb%3D; %73=encoded-name; s=%ZZ; s=%FF; x=%FF"],
+            &[b"a=1", b"s=second-header; s=again"],
+            &[b"s=ok", b"t=\xff"],
+            &[b"S=case; s\t=tab; s=AbC+/=="],
+            &[],
+        ];
+        for header in headers {
+            let mut req = TestRequest::default();
+            for h in *header {
+                req = req.append_header((
+                    actix_web::http::header::COOKIE,
+                    actix_web::http::header::HeaderValue::from_bytes(h).unwrap(),
+                ));
+            }
+            let req = req.to_http_request();
+            let expected: Vec<String> = req
+                .cookies()
+                .map(|all| {
+                    all.iter()
+                        .filter(|c| c.name() == "s")
+                        .map(|c| c.value().to_string())
+                        .collect()
+                })
+                .unwrap_or_default();
+            let got: Vec<String> = cookie_values(&req, "s")
+                .into_iter()
+                .map(Cow::into_owned)
+                .collect();
+            assert_eq!(got, expected, "{header:?}");
+        }
+    }
 
     fn settings(keys: &[&[u8]], insecure: bool) -> SessionSettings {
         SessionSettings {
@@ -312,6 +411,23 @@ mod tests {
             fn a_session_reference_decodes_only_from_its_own_encoding(value in any::<String>()) {
                 if let Some(r) = SessionRef::decode(&value) {
                     prop_assert_eq!(r.encode(), value);
+                }
+            }
+
+            #[test]
+            fn cookie_values_agrees_with_actix_webs_parser(header in proptest::collection::vec(
+                prop_oneof![Just(b'n'), Just(b's'), Just(b'='), Just(b';'), Just(b' '), Just(b'"'),
+                            Just(b'%'), Just(b'2'), Just(b'F'), Just(0xffu8), any::<u8>()],
+                0..40,
+            )) {
+                if let Ok(value) = HeaderValue::from_bytes(&header) {
+                    let req = with_cookie_header(value);
+                    let expected: Vec<String> = req
+                        .cookies()
+                        .map(|all| all.iter().filter(|c| c.name() == "s").map(|c| c.value().to_string()).collect())
+                        .unwrap_or_default();
+                    let got: Vec<String> = cookie_values(&req, "s").into_iter().map(Cow::into_owned).collect();
+                    prop_assert_eq!(got, expected);
                 }
             }
 

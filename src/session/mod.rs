@@ -13,7 +13,7 @@ pub mod expiry;
 pub mod login_state;
 pub mod record;
 
-pub use cookie::CookieCodec;
+pub use cookie::{CookieCodec, SessionCookie};
 pub use crypto::SessionRef;
 pub use expiry::ExpiryPolicy;
 pub use login_state::{LoginState, Prompt};
