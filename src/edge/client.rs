@@ -105,9 +105,8 @@ pub async fn identify_client(
         .map_or(Ipv4Addr::UNSPECIFIED.into(), |a| a.ip());
     let trusted = req
         .app_data::<Edge>()
-        .map(|e| e.trusted_proxies.clone())
-        .unwrap_or_default();
-    let client = identify(peer, req.headers(), &trusted);
+        .map_or(&[][..], |e| &e.trusted_proxies[..]);
+    let client = identify(peer, req.headers(), trusted);
     req.extensions_mut().insert(client);
     next.call(req).await
 }
