@@ -9,15 +9,20 @@
 //!    before its expiry, but never before half its lifetime (so a token that lives
 //!    shorter than the skew is not fetched again for every request); a token
 //!    without `expires_in` is used for [`NO_EXPIRY_REUSE`];
-//! 2. when it is due, one request fetches a new one while the others wait for it
-//!    (single flight: one token-endpoint call however many requests wait, each
-//!    waiting at most `oidc.http_timeout` + 1 s), then re-check the cache;
-//! 3. a failure (provider unreachable, or refusing: the client may not use the
+//! 2. when it is due but still has more than `proxy.min_token_lifetime` left (as
+//!    for session tokens, see `flows::refresh`), it is still used, and one fetch of
+//!    its successor runs in the background; a failed background fetch is remembered
+//!    like any failure (next point), and the token is used meanwhile;
+//! 3. when it is due and within `min_token_lifetime` of its end (or there is none),
+//!    one request fetches a new one while the others wait for it (single flight: one
+//!    token-endpoint call however many requests wait, each waiting at most
+//!    `oidc.http_timeout` + 1 s), then re-check the cache;
+//! 4. a failure (provider unreachable, or refusing: the client may not use the
 //!    grant, or its authentication is wrong) answers 503 and is remembered for
 //!    [`FAILURE_MEMORY`], so queued and following requests answer 503 at once
 //!    instead of each calling the provider; it is logged once per failure episode
 //!    (WARN when it starts, INFO when a token comes again), never per request;
-//! 4. an upstream that rejects the token (`401 invalid_token`) gets one new token
+//! 5. an upstream that rejects the token (`401 invalid_token`) gets one new token
 //!    ([`ClientTokenSource::replace_rejected`]), shared by the requests it rejected.
 //!
 //! With `oidc.dpop`, each route also has a DPoP key per instance, in memory like its
@@ -55,8 +60,9 @@ pub struct ClientTokens {
 /// One route's token and its fetch.
 #[derive(Default)]
 struct Slot {
-    /// Held while a token is fetched (the single flight).
-    flight: tokio::sync::Mutex<()>,
+    /// Held while a token is fetched (the single flight; a background fetch holds
+    /// it too).
+    flight: Arc<tokio::sync::Mutex<()>>,
     state: Mutex<SlotState>,
     /// The route's DPoP key on this instance (`oidc.dpop`), made on first use: its
     /// tokens are bound to it and its calls prove possession of it.
@@ -75,6 +81,21 @@ struct SlotState {
 struct Cached {
     token: Sensitive,
     renew_at: Instant,
+    /// From then on requests wait for the renewal: `min_token_lifetime` before the
+    /// token expires (never before `renew_at`).
+    wait_at: Instant,
+}
+
+/// What the cache holds for a request.
+enum Ready {
+    /// A token that is not due.
+    Fresh(Sensitive),
+    /// A token that is due but still usable; `failed`: a fetch failed moments ago.
+    Ahead { token: Sensitive, failed: bool },
+    /// No usable token, and a fetch failed moments ago.
+    Failed(Error),
+    /// No usable token: fetch one.
+    Due,
 }
 
 fn locked<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
@@ -91,17 +112,22 @@ impl ClientTokens {
 }
 
 impl Slot {
-    /// The cached token if it is not due at `now`, or the remembered failure.
-    fn ready(&self, now: Instant) -> Option<Result<Sensitive, Error>> {
+    /// What the cache holds at `now`: see [`Ready`].
+    fn ready(&self, now: Instant) -> Ready {
         let state = locked(&self.state);
-        if let Some(cached) = state.token.as_ref().filter(|c| now < c.renew_at) {
-            return Some(Ok(cached.token.clone()));
-        }
-        state
+        let failure = state
             .failure
             .as_ref()
-            .filter(|(at, _)| now.duration_since(*at) < FAILURE_MEMORY)
-            .map(|(_, detail)| Err(Error::ClientTokenUnavailable(detail.clone())))
+            .filter(|(at, _)| now.duration_since(*at) < FAILURE_MEMORY);
+        match (&state.token, failure) {
+            (Some(c), _) if now < c.renew_at => Ready::Fresh(c.token.clone()),
+            (Some(c), failure) if now < c.wait_at => Ready::Ahead {
+                token: c.token.clone(),
+                failed: failure.is_some(),
+            },
+            (_, Some((_, detail))) => Ready::Failed(Error::ClientTokenUnavailable(detail.clone())),
+            _ => Ready::Due,
+        }
     }
 }
 
@@ -114,24 +140,41 @@ pub fn renew_at(fetched: Instant, lifetime: Option<Duration>, skew: Duration) ->
     }
 }
 
+/// When a token fetched at `fetched` with `lifetime`, due at `renew_at`, stops being
+/// forwarded while its successor is fetched in the background: `min_lifetime` before
+/// it expires, never before `renew_at`.
+pub fn wait_at(
+    fetched: Instant,
+    lifetime: Option<Duration>,
+    renew_at: Instant,
+    min_lifetime: Duration,
+) -> Instant {
+    match lifetime {
+        None => renew_at,
+        Some(life) => (fetched + life.saturating_sub(min_lifetime)).max(renew_at),
+    }
+}
+
 /// What fetching client tokens needs.
 pub struct ClientTokenSource<'a> {
-    pub tokens: &'a ClientTokens,
-    pub provider: &'a ProviderHandle,
+    pub tokens: &'a Arc<ClientTokens>,
+    pub provider: &'a Arc<ProviderHandle>,
     pub http: &'a OidcHttp,
     pub oidc: &'a OidcSettings,
     /// `proxy.refresh_skew`.
     pub skew: Duration,
+    /// `proxy.min_token_lifetime` (at most the skew).
+    pub min_lifetime: Duration,
     /// The provider's latest DPoP nonce (`oidc.dpop`).
-    pub dpop_nonces: &'a DpopNonces,
+    pub dpop_nonces: &'a Arc<DpopNonces>,
 }
 
 impl ClientTokenSource<'_> {
     /// The route's token: cached, or fetched once for every request waiting.
     pub async fn token(&self, route: &RouteSettings) -> Result<Sensitive, Error> {
         let slot = self.tokens.slot(&route.prefix);
-        if let Some(ready) = slot.ready(Instant::now()) {
-            return ready;
+        if let Some(answer) = self.answer(route, &slot) {
+            return answer;
         }
         let wait = self.oidc.http_timeout + WAIT_MARGIN;
         let _flight = tokio::time::timeout(wait, slot.flight.lock())
@@ -140,10 +183,53 @@ impl ClientTokenSource<'_> {
                 Error::ClientTokenUnavailable("timed out waiting for the route's token".into())
             })?;
         // Whoever held the flight may have fetched it (or failed) meanwhile.
-        if let Some(ready) = slot.ready(Instant::now()) {
-            return ready;
+        if let Some(answer) = self.answer(route, &slot) {
+            return answer;
         }
         self.fetch(route, &slot).await
+    }
+
+    /// The answer the cache gives without waiting, if it gives one; a due but
+    /// usable token starts its successor's fetch in the background.
+    fn answer(&self, route: &RouteSettings, slot: &Arc<Slot>) -> Option<Result<Sensitive, Error>> {
+        match slot.ready(Instant::now()) {
+            Ready::Fresh(token) => Some(Ok(token)),
+            Ready::Ahead { token, failed } => {
+                if !failed {
+                    self.fetch_ahead(route, slot);
+                }
+                Some(Ok(token))
+            }
+            Ready::Failed(e) => Some(Err(e)),
+            Ready::Due => None,
+        }
+    }
+
+    /// Fetches the route's next token in the background, unless a fetch is under way.
+    fn fetch_ahead(&self, route: &RouteSettings, slot: &Arc<Slot>) {
+        let Ok(flight) = Arc::clone(&slot.flight).try_lock_owned() else {
+            return;
+        };
+        let (slot, route) = (Arc::clone(slot), route.clone());
+        let tokens = Arc::clone(self.tokens);
+        let provider = Arc::clone(self.provider);
+        let dpop_nonces = Arc::clone(self.dpop_nonces);
+        let (http, oidc) = (self.http.clone(), self.oidc.clone());
+        let (skew, min_lifetime) = (self.skew, self.min_lifetime);
+        actix_web::rt::spawn(async move {
+            let _flight = flight;
+            let source = ClientTokenSource {
+                tokens: &tokens,
+                provider: &provider,
+                http: &http,
+                oidc: &oidc,
+                skew,
+                min_lifetime,
+                dpop_nonces: &dpop_nonces,
+            };
+            // Logged and remembered by `fetch` when it fails.
+            let _ = source.fetch(&route, &slot).await;
+        });
     }
 
     /// The route's DPoP key (made on first use), or `None` without `oidc.dpop`: its
@@ -208,9 +294,11 @@ impl ClientTokenSource<'_> {
                     tracing::info!(route = %route.prefix, "client credentials token available again");
                 }
                 state.failure = None;
+                let renew = renew_at(now, token.lifetime, self.skew);
                 state.token = Some(Cached {
                     token: token.access_token.clone(),
-                    renew_at: renew_at(now, token.lifetime, self.skew),
+                    renew_at: renew,
+                    wait_at: wait_at(now, token.lifetime, renew, self.min_lifetime),
                 });
                 tracing::debug!(route = %route.prefix, "client credentials token fetched");
                 Ok(token.access_token)
@@ -253,26 +341,53 @@ mod tests {
     }
 
     #[test]
+    fn a_due_token_is_forwarded_until_min_lifetime_before_its_end() {
+        let t0 = Instant::now();
+        let s = Duration::from_secs;
+        // 300 s token, 30 s skew, 10 s minimum: due at 270 s, waited for from 290 s.
+        let renew = renew_at(t0, Some(s(300)), s(30));
+        assert_eq!(wait_at(t0, Some(s(300)), renew, s(10)), t0 + s(290));
+        // A minimum equal to the skew: no window, every renewal is waited for.
+        assert_eq!(wait_at(t0, Some(s(300)), renew, s(30)), renew);
+        // A token living shorter than the skew is due at half its life: never earlier.
+        let short = renew_at(t0, Some(s(4)), s(30));
+        assert_eq!(wait_at(t0, Some(s(4)), short, s(10)), short);
+        assert_eq!(wait_at(t0, None, t0 + s(5), s(10)), t0 + s(5));
+    }
+
+    #[test]
     fn a_cached_token_is_used_until_due_and_a_failure_is_remembered_briefly() {
         let slot = Slot::default();
         let t0 = Instant::now();
-        assert!(slot.ready(t0).is_none());
+        let s = Duration::from_secs;
+        assert!(matches!(slot.ready(t0), Ready::Due));
         locked(&slot.state).token = Some(Cached {
             token: Sensitive::new("t"),
-            renew_at: t0 + Duration::from_secs(10),
+            renew_at: t0 + s(10),
+            wait_at: t0 + s(20),
         });
-        assert!(matches!(slot.ready(t0), Some(Ok(t)) if t.expose() == "t"));
-        assert!(slot.ready(t0 + Duration::from_secs(10)).is_none());
+        assert!(matches!(slot.ready(t0), Ready::Fresh(t) if t.expose() == "t"));
+        assert!(matches!(
+            slot.ready(t0 + s(10)),
+            Ready::Ahead { token, failed: false } if token.expose() == "t"
+        ));
+        assert!(matches!(slot.ready(t0 + s(20)), Ready::Due));
+        // A failed background fetch: the token is still used, and no fetch starts.
+        locked(&slot.state).failure = Some((t0 + s(10), "down".into()));
+        assert!(matches!(
+            slot.ready(t0 + s(11)),
+            Ready::Ahead { failed: true, .. }
+        ));
         let mut state = locked(&slot.state);
         state.token = None;
         state.failure = Some((t0, "down".into()));
         drop(state);
         assert!(matches!(
-            slot.ready(t0 + Duration::from_secs(1)),
-            Some(Err(Error::ClientTokenUnavailable(_)))
+            slot.ready(t0 + s(1)),
+            Ready::Failed(Error::ClientTokenUnavailable(_))
         ));
         assert!(
-            slot.ready(t0 + FAILURE_MEMORY).is_none(),
+            matches!(slot.ready(t0 + FAILURE_MEMORY), Ready::Due),
             "forgotten after {FAILURE_MEMORY:?}"
         );
     }

@@ -256,6 +256,73 @@ async fn a_client_token_is_renewed_a_skew_before_it_expires_and_never_sent_later
 }
 
 #[actix_web::test]
+async fn a_due_client_token_with_time_left_is_used_while_its_successor_is_fetched_in_the_background(
+) {
+    // Tokens live 6 s; due 4 s before expiry but not before half their life (3 s), and
+    // used while the next one is fetched until 1 s before they expire.
+    let op = Provider::start(ProviderOptions {
+        access_token_ttl_secs: 6,
+        ..ProviderOptions::default()
+    });
+    let upstream = Upstream::start();
+    let app = spawn_app_with(
+        AppOptions {
+            issuer: op.issuer(),
+            registration: may_use_client_credentials(),
+            extra_toml: format!(
+                "[proxy]\nrefresh_skew = \"4s\"\nmin_token_lifetime = \"1s\"\n\n{}",
+                client_route(
+                    "/reports",
+                    &upstream.url,
+                    "reports:read",
+                    "https://reports.test"
+                )
+            ),
+            ..AppOptions::default()
+        },
+        &op,
+    )
+    .await;
+    let browser = Browser::new();
+    assert_eq!(call(&app, &browser, "/reports/first").await.status, 201);
+    let first = upstream.last().bearer().unwrap().to_string();
+    actix_web::rt::time::sleep(Duration::from_millis(3300)).await;
+
+    // Due now, with about 2.7 s left. The provider holds its next answer 1.5 s: the
+    // calls below are answered before it, with the token they have.
+    op.delay_token_answers("client_credentials", 1500, 1).await;
+    let paths: Vec<String> = (0..10).map(|i| format!("/reports/{i}")).collect();
+    let storm = join_all(paths.iter().map(|p| call(&app, &browser, p))).await;
+    for res in &storm {
+        assert_eq!(res.status, 201, "{}", res.text());
+    }
+    let sent: std::collections::BTreeSet<String> = upstream
+        .seen()
+        .iter()
+        .map(|s| s.bearer().unwrap().to_string())
+        .collect();
+    assert_eq!(
+        sent,
+        std::collections::BTreeSet::from([first.clone()]),
+        "the due token was used; no call waited for its successor"
+    );
+    let next = support::eventually(Duration::from_secs(5), "the next token", || async {
+        assert_eq!(call(&app, &browser, "/reports/after").await.status, 201);
+        let token = upstream.last().bearer().unwrap().to_string();
+        (token != first).then_some(token)
+    })
+    .await;
+    let exp = jwt_claims(&next)["exp"].as_u64().unwrap();
+    assert!(exp > now_secs() + 2, "a fresh token ({exp})");
+    assert_eq!(
+        op.token_requests_of(&app.client.client_id, "client_credentials")
+            .await,
+        2,
+        "one fetch for the first call, one in the background for the storm"
+    );
+}
+
+#[actix_web::test]
 async fn a_provider_that_refuses_the_grant_gives_503_json_and_one_log_line() {
     let upstream = Upstream::start();
     let prefix = unique_prefix("refused");
