@@ -176,11 +176,7 @@ impl AppState {
             http: &self.http,
             oidc: &self.settings.oidc,
             skew: self.settings.proxy.refresh_skew,
-            min_lifetime: self
-                .settings
-                .proxy
-                .min_token_lifetime
-                .min(self.settings.proxy.refresh_skew),
+            min_lifetime: self.settings.proxy.min_token_lifetime,
             dpop_nonces: &self.dpop_nonces,
         }
     }

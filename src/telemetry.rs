@@ -143,11 +143,9 @@ fn format_request_line(
     }
 }
 
+/// `s` as a JSON string, escaped as serde_json (the JSON formatter's) escapes it.
 fn json_string(out: &mut String, s: &str) {
-    // serde_json's escaping, as the JSON formatter's; writing into a String cannot fail.
-    let mut bytes = std::mem::take(out).into_bytes();
-    let _ = serde_json::to_writer(&mut bytes, s);
-    *out = String::from_utf8(bytes).unwrap_or_default();
+    out.push_str(&serde_json::to_string(s).unwrap_or_default());
 }
 
 fn json_f64(out: &mut String, v: f64) {

@@ -21,8 +21,8 @@ pub struct ProxySettings {
     /// lifetime an access token that can be refreshed must have left to be forwarded
     /// (default 10s). Between `refresh_skew` and this before expiry, requests go on
     /// with the current token while one refresh runs in the background; within this,
-    /// they wait for the refresh. Taken as at most `refresh_skew`: equal to it, every
-    /// refresh is waited for.
+    /// they wait for the refresh. Read as at most `refresh_skew` (equal to it, every
+    /// refresh is waited for).
     pub min_token_lifetime: Duration,
     /// `proxy.refresh_lock_ttl` (`SPA_BFF__PROXY__REFRESH_LOCK_TTL`): how long one
     /// instance may hold a session's refresh lock (a crashed holder blocks the session's
@@ -107,11 +107,15 @@ pub(super) fn read(r: &mut Reader<'_>) -> ProxySettings {
             "must be a non-empty, printable header value",
         );
     }
+    let refresh_skew = r.duration("proxy", "refresh_skew", "30s");
     ProxySettings {
         csrf_header,
         csrf_value,
-        refresh_skew: r.duration("proxy", "refresh_skew", "30s"),
-        min_token_lifetime: r.duration("proxy", "min_token_lifetime", "10s"),
+        refresh_skew,
+        // Taken as at most the skew: a token is due before it must be waited for.
+        min_token_lifetime: r
+            .duration("proxy", "min_token_lifetime", "10s")
+            .min(refresh_skew),
         refresh_lock_ttl: r.duration("proxy", "refresh_lock_ttl", "30s"),
         max_upstream_connections: r.count("proxy", "max_upstream_connections", 10_000) as usize,
     }

@@ -136,10 +136,9 @@ pub struct RefreshPolicy {
 impl RefreshPolicy {
     pub fn new(settings: &Settings) -> Self {
         let lock_ttl = settings.proxy.refresh_lock_ttl;
-        let skew = settings.proxy.refresh_skew;
         Self {
-            skew,
-            min_lifetime: settings.proxy.min_token_lifetime.min(skew),
+            skew: settings.proxy.refresh_skew,
+            min_lifetime: settings.proxy.min_token_lifetime,
             lock_ttl,
             wait_limit: lock_ttl + settings.oidc.http_timeout,
             session_lifetime: settings.session.absolute_timeout,

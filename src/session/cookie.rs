@@ -263,6 +263,22 @@ mod tests {
     use crate::config::{KeyMaterial, RedisSettings, SessionSettings};
     use actix_web::test::TestRequest;
 
+    /// The values of the cookies named `name`, by actix-web's own parser.
+    fn actix_values(req: &HttpRequest, name: &str) -> Vec<String> {
+        req.cookies()
+            .map(|all| {
+                all.iter()
+                    .filter(|c| c.name() == name)
+                    .map(|c| c.value().to_string())
+                    .collect()
+            })
+            .unwrap_or_default()
+    }
+
+    fn owned(values: Vec<Cow<'_, str>>) -> Vec<String> {
+        values.into_iter().map(Cow::into_owned).collect()
+    }
+
     #[test]
     fn cookie_values_reads_what_actix_webs_cookie_parser_reads() {
         let headers: &[&[&[u8]]] = &[
@@ -285,20 +301,11 @@ mod tests {
                 ));
             }
             let req = req.to_http_request();
-            let expected: Vec<String> = req
-                .cookies()
-                .map(|all| {
-                    all.iter()
-                        .filter(|c| c.name() == "s")
-                        .map(|c| c.value().to_string())
-                        .collect()
-                })
-                .unwrap_or_default();
-            let got: Vec<String> = cookie_values(&req, "s")
-                .into_iter()
-                .map(Cow::into_owned)
-                .collect();
-            assert_eq!(got, expected, "{header:?}");
+            assert_eq!(
+                owned(cookie_values(&req, "s")),
+                actix_values(&req, "s"),
+                "{header:?}"
+            );
         }
     }
 
@@ -422,12 +429,7 @@ mod tests {
             )) {
                 if let Ok(value) = HeaderValue::from_bytes(&header) {
                     let req = with_cookie_header(value);
-                    let expected: Vec<String> = req
-                        .cookies()
-                        .map(|all| all.iter().filter(|c| c.name() == "s").map(|c| c.value().to_string()).collect())
-                        .unwrap_or_default();
-                    let got: Vec<String> = cookie_values(&req, "s").into_iter().map(Cow::into_owned).collect();
-                    prop_assert_eq!(got, expected);
+                    prop_assert_eq!(owned(cookie_values(&req, "s")), actix_values(&req, "s"));
                 }
             }
 
