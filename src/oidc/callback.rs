@@ -29,8 +29,6 @@ use crate::oidc::provider::{error_chain, Provider, ProviderHandle};
 use crate::secret::Sensitive;
 use crate::session::{LoginState, Prompt, Resources, SessionRecord, Target, Tokens};
 use crate::time::UnixMs;
-use base64::engine::general_purpose::URL_SAFE_NO_PAD;
-use base64::Engine;
 use openidconnect::core::{CoreErrorResponseType, CoreIdToken, CoreTokenResponse};
 use openidconnect::{
     AccessTokenHash, AuthorizationCode, ClaimsVerificationError, Nonce, NonceVerifier,
@@ -374,16 +372,8 @@ pub(crate) fn check_id_token(
             return Err(ClaimsVerificationError::Other("at_hash mismatch".into()));
         }
     }
-    payload_claims(&id_token.to_string())
+    super::jwt::claims(&id_token.to_string())
         .ok_or_else(|| ClaimsVerificationError::Other("payload is not a JSON object".into()))
-}
-
-/// The JSON payload of a JWT whose signature was already verified.
-pub(crate) fn payload_claims(jwt: &str) -> Option<Map<String, Value>> {
-    jwt.split('.')
-        .nth(1)
-        .and_then(|p| URL_SAFE_NO_PAD.decode(p).ok())
-        .and_then(|bytes| serde_json::from_slice::<Map<String, Value>>(&bytes).ok())
 }
 
 /// The provider's userinfo claims, or `None` when it has no such endpoint, refuses

@@ -11,6 +11,7 @@ pub mod client_auth;
 pub mod client_credentials;
 pub mod dpop;
 pub mod http;
+mod jwt;
 pub mod login;
 pub mod logout;
 pub mod par;

@@ -9,7 +9,8 @@
 //! What each outcome means is the refresh flow's decision
 //! ([`flows::refresh`](crate::flows::refresh)); this module only says what the token is.
 
-use crate::oidc::callback::{check_id_token, payload_claims, PROTOCOL_CLAIMS, TOKEN_ONLY_CLAIMS};
+use crate::oidc::callback::{check_id_token, PROTOCOL_CLAIMS, TOKEN_ONLY_CLAIMS};
+use crate::oidc::jwt;
 use crate::oidc::provider::{error_chain, Provider};
 use crate::secret::Sensitive;
 use crate::session::SessionRecord;
@@ -50,7 +51,7 @@ pub fn check_refreshed_id_token(
     };
     // 12.2: "if the ID Token contains a nonce Claim, its value MUST be the same as in
     // the ID Token issued at the time of the original authentication".
-    let login_nonce = payload_claims(record.tokens.id_token.expose())
+    let login_nonce = jwt::claims(record.tokens.id_token.expose())
         .and_then(|c| c.get("nonce").and_then(Value::as_str).map(String::from));
     let nonce = move |nonce: Option<&Nonce>| match (nonce, &login_nonce) {
         (None, _) => Ok(()),

@@ -17,18 +17,8 @@
 //! an encrypted JWT with five parts) cannot be read and is trusted as before: the
 //! upstream that receives it must check its audience itself (introspection).
 
-use base64::alphabet::URL_SAFE;
-use base64::engine::general_purpose::{GeneralPurpose, GeneralPurposeConfig};
-use base64::engine::DecodePaddingMode;
-use base64::Engine;
-use serde_json::{Map, Value};
-
-/// Base64url, with or without padding (JWTs have none; tolerated so that a padded one
-/// is still checked rather than trusted as opaque).
-const BASE64URL: GeneralPurpose = GeneralPurpose::new(
-    &URL_SAFE,
-    GeneralPurposeConfig::new().with_decode_padding_mode(DecodePaddingMode::Indifferent),
-);
+use super::jwt;
+use serde_json::Value;
 
 /// What an access token says about its audience, for one resource.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -45,7 +35,7 @@ pub enum ResourceAudience {
 
 /// Reads `access_token`'s `aud` and compares it with `resource` (exact string match).
 pub fn resource_audience(access_token: &str, resource: &str) -> ResourceAudience {
-    let Some(claims) = jwt_claims(access_token) else {
+    let Some(claims) = jwt::claims(access_token) else {
         return ResourceAudience::Unreadable;
     };
     let audiences: Vec<String> = match claims.get("aud") {
@@ -63,29 +53,11 @@ pub fn resource_audience(access_token: &str, resource: &str) -> ResourceAudience
     }
 }
 
-/// The claims of a compact JWS (three base64url parts, the payload a JSON object),
-/// unverified; `None` for anything else.
-fn jwt_claims(token: &str) -> Option<Map<String, Value>> {
-    let parts: Vec<&str> = token.split('.').collect();
-    let [header, payload, signature] = parts[..] else {
-        return None;
-    };
-    if header.is_empty() || payload.is_empty() {
-        return None;
-    }
-    // The signature part may be empty (an unsecured JWT); it must still be base64url.
-    let _ = BASE64URL.decode(header).ok()?;
-    let _ = BASE64URL.decode(signature).ok()?;
-    match serde_json::from_slice(&BASE64URL.decode(payload).ok()?).ok()? {
-        Value::Object(claims) => Some(claims),
-        _ => None,
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
     use base64::engine::general_purpose::{URL_SAFE as PADDED, URL_SAFE_NO_PAD};
+    use base64::Engine;
 
     const ORDERS: &str = "https://orders.example";
 
