@@ -38,14 +38,18 @@ pub enum RefreshOutcome {
     /// No refresh of its own: the request waited for another holder's refresh (in
     /// this process or on another instance) and used its tokens.
     LockWait,
+    /// The provider answered a resource's refresh with a token naming another
+    /// audience: not kept (its rotated refresh token is), the route answers 403.
+    WrongAudience,
 }
 
 impl RefreshOutcome {
-    const ALL: [RefreshOutcome; 4] = [
+    const ALL: [RefreshOutcome; 5] = [
         RefreshOutcome::Ok,
         RefreshOutcome::InvalidGrant,
         RefreshOutcome::ProviderError,
         RefreshOutcome::LockWait,
+        RefreshOutcome::WrongAudience,
     ];
 
     fn label(self) -> &'static str {
@@ -54,6 +58,7 @@ impl RefreshOutcome {
             RefreshOutcome::InvalidGrant => "invalid_grant",
             RefreshOutcome::ProviderError => "provider_error",
             RefreshOutcome::LockWait => "lock_wait",
+            RefreshOutcome::WrongAudience => "wrong_audience",
         }
     }
 }
@@ -255,7 +260,7 @@ impl Metrics {
         );
         let refreshes = counter(
             "spa_bff_refreshes_total",
-            "Access-token refreshes, by outcome (ok, invalid_grant, provider_error, lock_wait).",
+            "Access-token refreshes, by outcome (ok, invalid_grant, provider_error, lock_wait, wrong_audience).",
             &["outcome"],
         );
         let logins = counter(

@@ -434,7 +434,10 @@ impl<S: Store + Clone + 'static> Refresher<'_, S> {
             }
         };
         self.flights.forget_failure(id);
-        self.metrics.refresh(RefreshOutcome::Ok);
+        self.metrics.refresh(match refreshed.other_audience {
+            None => RefreshOutcome::Ok,
+            Some(_) => RefreshOutcome::WrongAudience,
+        });
         // A token for another API: not kept, not sent; the rest of the answer is saved.
         let refused = match (&refreshed.other_audience, need.target) {
             (Some(other), _) => {

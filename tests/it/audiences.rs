@@ -490,6 +490,12 @@ async fn a_resource_token_naming_another_audience_is_never_sent_and_the_rotated_
         (foreign, f.issued_refresh_tokens.last().unwrap().clone())
     };
     assert_eq!(jwt_claims(&foreign)["aud"], DEFAULT);
+    let counted = crate::metrics::scrape(&app).await;
+    assert_eq!(
+        (counted.refreshes("wrong_audience"), counted.refreshes("ok")),
+        (1.0, refreshes as f64),
+        "the refused answer is counted as such, not as a successful refresh"
+    );
     assert!(
         reports_api.seen().is_empty(),
         "nothing reached the upstream"

@@ -15,7 +15,7 @@ use std::time::Duration;
 const CSRF: (&str, &str) = ("x-csrf", "1");
 
 /// One scrape: `name{label="value",...}` (labels sorted) -> value.
-struct Scrape {
+pub(crate) struct Scrape {
     text: String,
     samples: BTreeMap<String, f64>,
 }
@@ -81,7 +81,7 @@ impl Scrape {
         values
     }
 
-    fn refreshes(&self, outcome: &str) -> f64 {
+    pub(crate) fn refreshes(&self, outcome: &str) -> f64 {
         self.get("spa_bff_refreshes_total", &[("outcome", outcome)])
     }
 
@@ -109,7 +109,7 @@ async fn scrape_url(url: &str) -> Scrape {
     Scrape::parse(res.text())
 }
 
-async fn scrape(app: &TestApp) -> Scrape {
+pub(crate) async fn scrape(app: &TestApp) -> Scrape {
     scrape_url(&app.at("/metrics")).await
 }
 
