@@ -21,8 +21,9 @@
 //! refresh of a session, whatever its target, spends the one refresh token, so all of
 //! them go through the same single flight, lock and save below: one use of the
 //! refresh token at a time, across instances too. A resource the login did not name,
-//! or that the provider refuses (`invalid_target`), is `Err(ResourceRefused)` for that
-//! route only; the session is kept.
+//! or that the provider refuses (`invalid_target`, remembered for [`FAILURE_MEMORY`]
+//! per session and resource), is `Err(ResourceRefused)` for that route only; the
+//! session is kept.
 //!
 //! A token for a resource is also refused when the provider's answer says it is for
 //! another API: a JWT access token whose `aud` does not name the resource asked for
@@ -416,6 +417,11 @@ impl<S: Store + Clone + 'static> Refresher<'_, S> {
         let refreshed = match answer {
             Ok(r) => r,
             Err(RefreshError::TargetRefused { detail }) if need.target != Target::Default => {
+                // Remembered like an audience refusal: the route's next requests
+                // answer 403 at once instead of each asking the provider again.
+                if let Target::Resource(resource) = need.target {
+                    self.flights.remember_refusal(id, resource, &detail);
+                }
                 return done(Err(Error::ResourceRefused(detail)));
             }
             Err(

@@ -298,6 +298,21 @@ async fn a_resource_the_provider_refuses_is_403_for_that_route_and_the_session_l
     assert_eq!(res.json()["error"], "invalid_target");
     assert!(upstream.seen().is_empty(), "no token, no call");
     assert_eq!(app.user(&browser).await.status, 200, "the session is kept");
+    // The refusal is remembered: the route's next request does not ask again.
+    let res = api(&browser, &app, "/reports/again").await;
+    assert_eq!(res.status, 403, "{}", res.text());
+    assert_eq!(res.json()["error"], "invalid_target");
+    let asked_for_reports = fake
+        .lock()
+        .unwrap()
+        .token_resources
+        .iter()
+        .filter(|(_, r)| r.as_deref() == Some(REPORTS))
+        .count();
+    assert_eq!(
+        asked_for_reports, 1,
+        "the refusal was remembered, not asked again"
+    );
 
     // The other routes go on with their own tokens.
     assert_eq!(api(&browser, &app, "/orders/x").await.status, 201);
