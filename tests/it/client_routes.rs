@@ -199,9 +199,9 @@ async fn a_storm_of_concurrent_calls_on_a_cold_route_makes_one_token_request() {
     );
 }
 
-#[actix_web::test]
-async fn a_client_token_is_renewed_a_skew_before_it_expires_and_never_sent_later() {
-    // Tokens live 6 s; renewed 3 s before they expire.
+/// A provider of its own whose tokens live 6 s, and spa-bff with these `[proxy]` keys
+/// and a client route `/reports` to a recording upstream.
+async fn on_six_second_tokens(proxy: &str) -> (Provider, Upstream, TestApp) {
     let op = Provider::start(ProviderOptions {
         access_token_ttl_secs: 6,
         ..ProviderOptions::default()
@@ -212,7 +212,7 @@ async fn a_client_token_is_renewed_a_skew_before_it_expires_and_never_sent_later
             issuer: op.issuer(),
             registration: may_use_client_credentials(),
             extra_toml: format!(
-                "[proxy]\nrefresh_skew = \"3s\"\n\n{}",
+                "[proxy]\n{proxy}\n\n{}",
                 client_route(
                     "/reports",
                     &upstream.url,
@@ -225,6 +225,13 @@ async fn a_client_token_is_renewed_a_skew_before_it_expires_and_never_sent_later
         &op,
     )
     .await;
+    (op, upstream, app)
+}
+
+#[actix_web::test]
+async fn a_client_token_is_renewed_a_skew_before_it_expires_and_never_sent_later() {
+    // Tokens live 6 s; renewed 3 s before they expire.
+    let (op, upstream, app) = on_six_second_tokens("refresh_skew = \"3s\"").await;
     let browser = Browser::new();
     let skew = 3;
     let mut sent = Vec::new();
@@ -260,29 +267,8 @@ async fn a_due_client_token_with_time_left_is_used_while_its_successor_is_fetche
 ) {
     // Tokens live 6 s; due 4 s before expiry but not before half their life (3 s), and
     // used while the next one is fetched until 1 s before they expire.
-    let op = Provider::start(ProviderOptions {
-        access_token_ttl_secs: 6,
-        ..ProviderOptions::default()
-    });
-    let upstream = Upstream::start();
-    let app = spawn_app_with(
-        AppOptions {
-            issuer: op.issuer(),
-            registration: may_use_client_credentials(),
-            extra_toml: format!(
-                "[proxy]\nrefresh_skew = \"4s\"\nmin_token_lifetime = \"1s\"\n\n{}",
-                client_route(
-                    "/reports",
-                    &upstream.url,
-                    "reports:read",
-                    "https://reports.test"
-                )
-            ),
-            ..AppOptions::default()
-        },
-        &op,
-    )
-    .await;
+    let (op, upstream, app) =
+        on_six_second_tokens("refresh_skew = \"4s\"\nmin_token_lifetime = \"1s\"").await;
     let browser = Browser::new();
     assert_eq!(call(&app, &browser, "/reports/first").await.status, 201);
     let first = upstream.last().bearer().unwrap().to_string();
