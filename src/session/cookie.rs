@@ -58,10 +58,6 @@ impl CookieCodec {
         }
     }
 
-    pub fn session_cookie_name(&self) -> &str {
-        &self.name
-    }
-
     /// The session cookie for `reference`, living `max_age` (the absolute timeout).
     pub fn session_cookie(&self, reference: &SessionRef, max_age: Duration) -> Cookie<'static> {
         let same_site = match self.same_site {
@@ -79,9 +75,10 @@ impl CookieCodec {
 
     /// The session reference of the first session cookie that decrypts.
     pub fn read_session(&self, req: &HttpRequest) -> Option<SessionRef> {
-        cookie_values(req, &self.name)
-            .iter()
-            .find_map(|v| self.decode_session(v))
+        match self.session_cookie_of(req) {
+            SessionCookie::Valid(reference) => Some(reference),
+            SessionCookie::Absent | SessionCookie::Unreadable => None,
+        }
     }
 
     /// The request's session cookie: none, none that decrypts, or the reference of
