@@ -48,6 +48,8 @@ pub struct AppState {
     /// The server's metrics, shared by every worker (also counted by the store's
     /// connection, which carries the same handle).
     pub metrics: Metrics,
+    /// `X-Forwarded-Proto` and `X-Forwarded-Host` for the upstreams, made once.
+    pub forwarding: crate::edge::client::Forwarding,
 }
 
 /// What every worker of the process shares, built once by `app`.
@@ -123,6 +125,7 @@ impl AppState {
         Self {
             http: OidcHttp::new(settings.oidc.http_timeout),
             cookies: CookieCodec::new(s),
+            forwarding: crate::edge::client::Forwarding::new(&settings.server.public_url),
             upstream: awc::Client::builder()
                 .connector(crate::net::awc_connector(
                     settings.proxy.max_upstream_connections,

@@ -114,7 +114,6 @@ fn format_request_line(
     now: std::time::Duration,
     line: &RequestLine<'_>,
 ) {
-    let client = DisplayIp(line.client);
     if json {
         out.push_str("{\"timestamp\":\"");
         write_timestamp(out, now);
@@ -122,11 +121,11 @@ fn format_request_line(
         json_string(out, line.method);
         out.push_str(",\"path\":");
         json_string(out, line.path);
-        let _ = write!(
-            out,
-            ",\"client\":\"{client}\",\"status\":{},\"elapsed_ms\":",
-            line.status
-        );
+        out.push_str(",\"client\":\"");
+        push_client(out, line.client);
+        out.push_str("\",\"status\":");
+        push_decimal(out, u64::from(line.status), 1);
+        out.push_str(",\"elapsed_ms\":");
         json_f64(out, line.elapsed_ms);
         out.push_str(",\"target\":\"spa_bff::telemetry\",\"span\":{\"request_id\":");
         json_string(out, line.request_id);
@@ -135,12 +134,38 @@ fn format_request_line(
         out.push_str(",\"name\":\"request\"}]}\n");
     } else {
         write_timestamp(out, now);
-        let _ = writeln!(
-            out,
-            "  INFO request{{request_id={}}}: spa_bff::telemetry: request finished method={} path={} client={client} status={} elapsed_ms={:?}",
-            line.request_id, line.method, line.path, line.status, line.elapsed_ms
-        );
+        out.push_str("  INFO request{request_id=");
+        out.push_str(line.request_id);
+        out.push_str("}: spa_bff::telemetry: request finished method=");
+        out.push_str(line.method);
+        out.push_str(" path=");
+        out.push_str(line.path);
+        out.push_str(" client=");
+        push_client(out, line.client);
+        out.push_str(" status=");
+        push_decimal(out, u64::from(line.status), 1);
+        let _ = writeln!(out, " elapsed_ms={:?}", line.elapsed_ms);
     }
+}
+
+/// The client's IP, or nothing when unknown.
+fn push_client(out: &mut String, client: Option<std::net::IpAddr>) {
+    if let Some(ip) = client {
+        crate::edge::client::push_ip(out, ip);
+    }
+}
+
+/// `n` in decimal, zero-padded to at least `width` digits (at most 20).
+fn push_decimal(out: &mut String, mut n: u64, width: usize) {
+    let mut digits = [b'0'; 20];
+    let mut start = digits.len();
+    while n > 0 || digits.len() - start < width.clamp(1, 20) {
+        start -= 1;
+        digits[start] = b'0' + (n % 10) as u8;
+        n /= 10;
+    }
+    // Only ASCII digits were written.
+    out.push_str(std::str::from_utf8(&digits[start..]).unwrap_or_default());
 }
 
 /// `s` as a JSON string, escaped as serde_json (the JSON formatter's) escapes it.
@@ -186,7 +211,9 @@ fn write_timestamp(out: &mut String, since_epoch: std::time::Duration) {
         SECOND.with(|c| c.set((secs, text)));
     }
     out.push_str(std::str::from_utf8(&text).unwrap_or_default());
-    let _ = write!(out, ".{:06}Z", since_epoch.subsec_micros());
+    out.push('.');
+    push_decimal(out, u64::from(since_epoch.subsec_micros()), 6);
+    out.push('Z');
 }
 
 /// (year, month, day) of the day `days` after 1970-01-01 (proleptic Gregorian;
@@ -368,6 +395,23 @@ mod tests {
     use std::time::Duration;
     use tracing_subscriber::fmt::format::Writer;
     use tracing_subscriber::fmt::time::FormatTime;
+
+    #[test]
+    fn push_decimal_writes_zero_padded_decimals() {
+        for (n, width, want) in [
+            (0, 1, "0"),
+            (7, 1, "7"),
+            (200, 1, "200"),
+            (42, 6, "000042"),
+            (999_999, 6, "999999"),
+            (1_234_567, 6, "1234567"),
+            (u64::MAX, 1, "18446744073709551615"),
+        ] {
+            let mut out = String::new();
+            push_decimal(&mut out, n, width);
+            assert_eq!(out, want, "{n} {width}");
+        }
+    }
 
     /// A timer that always writes the same text.
     struct Fixed(String);

@@ -5,14 +5,17 @@
 //! from the TCP peer, walk the chain from the right while the hop is trusted; the
 //! first untrusted hop is the client. When the peer itself is not trusted, the peer
 //! is the client and whatever chain it sent is dropped. The proxy's outgoing
-//! `X-Forwarded-For` keeps only what was believed: the client, then the trusted hops.
+//! `X-Forwarded-For` keeps only what was believed: the client, then the trusted hops;
+//! its `X-Forwarded-Proto` and `X-Forwarded-Host` ([`Forwarding`]) say what the
+//! browser used, from `server.public_url`.
 
 use super::Edge;
 use crate::config::Cidr;
 use actix_web::body::MessageBody;
 use actix_web::dev::{ServiceRequest, ServiceResponse};
-use actix_web::http::header::HeaderMap;
+use actix_web::http::header::{HeaderMap, HeaderName, HeaderValue};
 use actix_web::middleware::Next;
+use actix_web::web::Bytes;
 use actix_web::{HttpMessage, HttpRequest};
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 
@@ -28,13 +31,89 @@ pub struct ClientAddr {
 impl ClientAddr {
     /// The `X-Forwarded-For` value to send upstream.
     pub fn forwarded_for(&self) -> String {
-        use std::fmt::Write;
         let mut out = String::with_capacity(self.chain.len() * 17);
         for (i, ip) in self.chain.iter().enumerate() {
-            let sep = if i == 0 { "" } else { ", " };
-            let _ = write!(out, "{sep}{ip}");
+            if i > 0 {
+                out.push_str(", ");
+            }
+            push_ip(&mut out, *ip);
         }
         out
+    }
+
+    /// [`Self::forwarded_for`] as a header value; `None` when no client is known.
+    pub fn forwarded_for_header(&self) -> Option<HeaderValue> {
+        if self.chain.is_empty() {
+            return None;
+        }
+        HeaderValue::from_maybe_shared(Bytes::from(self.forwarded_for())).ok()
+    }
+}
+
+/// Appends `ip` as its `Display` writes it (an IPv4 address digit by digit, without
+/// the formatting machinery: this runs for every proxied request).
+pub fn push_ip(out: &mut String, ip: IpAddr) {
+    match ip {
+        IpAddr::V4(v4) => {
+            for (i, octet) in v4.octets().into_iter().enumerate() {
+                if i > 0 {
+                    out.push('.');
+                }
+                if octet >= 100 {
+                    out.push(char::from(b'0' + octet / 100));
+                }
+                if octet >= 10 {
+                    out.push(char::from(b'0' + octet / 10 % 10));
+                }
+                out.push(char::from(b'0' + octet % 10));
+            }
+        }
+        IpAddr::V6(v6) => {
+            use std::fmt::Write;
+            let _ = write!(out, "{v6}");
+        }
+    }
+}
+
+const X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
+const X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
+const X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host");
+
+/// The `X-Forwarded-Proto` and `X-Forwarded-Host` values, the same for every request:
+/// made once from `server.public_url`, not per request.
+#[derive(Debug, Clone)]
+pub struct Forwarding {
+    proto: Option<HeaderValue>,
+    host: Option<HeaderValue>,
+}
+
+impl Forwarding {
+    /// The values for an application served at `public_url` (`host[:port]`, as a
+    /// browser sends it in `Host`).
+    pub fn new(public_url: &url::Url) -> Self {
+        let host = public_url.host_str().unwrap_or_default();
+        let host = match public_url.port() {
+            Some(port) => format!("{host}:{port}"),
+            None => host.to_string(),
+        };
+        Self {
+            proto: HeaderValue::from_str(public_url.scheme()).ok(),
+            host: HeaderValue::from_str(&host).ok(),
+        }
+    }
+
+    /// Adds the forwarding headers to `headers`: `forwarded_for` is the believed
+    /// chain (nothing when no client is known).
+    pub fn add_to(&self, headers: &mut HeaderMap, forwarded_for: Option<HeaderValue>) {
+        if let Some(chain) = forwarded_for {
+            headers.insert(X_FORWARDED_FOR, chain);
+        }
+        if let Some(proto) = &self.proto {
+            headers.insert(X_FORWARDED_PROTO, proto.clone());
+        }
+        if let Some(host) = &self.host {
+            headers.insert(X_FORWARDED_HOST, host.clone());
+        }
     }
 }
 
@@ -114,7 +193,32 @@ pub async fn identify_client(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use actix_web::http::header::{HeaderName, HeaderValue};
+
+    /// `push_ip` writes what `Display` writes: every octet value in every position,
+    /// and IPv6 addresses (which go through `Display` itself).
+    #[test]
+    fn push_ip_writes_what_display_writes() {
+        let mut checked = 0;
+        for octet in 0..=255u8 {
+            for position in 0..4 {
+                let mut octets = [192, 0, 2, 7];
+                octets[position] = octet;
+                for ip in [IpAddr::from(octets), IpAddr::from([octet; 4])] {
+                    let mut out = String::from("x");
+                    push_ip(&mut out, ip);
+                    assert_eq!(out, format!("x{ip}"));
+                    checked += 1;
+                }
+            }
+        }
+        for ip in ["::1", "2001:db8::1", "::ffff:192.0.2.1", "fe80::1:2:3:4"] {
+            let ip: IpAddr = ip.parse().unwrap();
+            let mut out = String::new();
+            push_ip(&mut out, ip);
+            assert_eq!(out, ip.to_string());
+        }
+        assert_eq!(checked, 2048);
+    }
 
     fn xff(values: &[&str]) -> HeaderMap {
         let mut h = HeaderMap::new();

@@ -96,20 +96,6 @@ pub fn upstream_request_headers(incoming: &HeaderMap, csrf_header: &str) -> Head
     })
 }
 
-/// Adds the forwarding headers to `headers`: `forwarded_for` is the believed chain.
-pub fn add_forwarding(headers: &mut HeaderMap, forwarded_for: &str, proto: &str, host: &str) {
-    let mut set = |name: &'static str, value: &str| {
-        if let Ok(v) = HeaderValue::from_str(value) {
-            headers.insert(HeaderName::from_static(name), v);
-        }
-    };
-    if !forwarded_for.is_empty() {
-        set("x-forwarded-for", forwarded_for);
-    }
-    set("x-forwarded-proto", proto);
-    set("x-forwarded-host", host);
-}
-
 /// What may come back from an upstream.
 #[derive(Debug, Clone, Copy)]
 pub struct ResponsePolicy<'a> {

@@ -45,7 +45,7 @@ pub mod websocket;
 use crate::config::{RouteSettings, TokenRequirement};
 use crate::csrf;
 use crate::edge::body::{FaultSlot, GuardedBody};
-use crate::edge::client::client_of;
+use crate::edge::client::ClientAddr;
 use crate::error::Error;
 use crate::oidc::dpop::{self, DpopKey};
 use crate::secret::Sensitive;
@@ -591,15 +591,13 @@ fn upstream_headers(
     url: &str,
     nonce: Option<&str>,
 ) -> Result<actix_web::http::header::HeaderMap, Error> {
-    let public = &state.settings.server.public_url;
-    let host = match public.port() {
-        Some(port) => format!("{}:{port}", public.host_str().unwrap_or_default()),
-        None => public.host_str().unwrap_or_default().to_string(),
-    };
     let mut out =
         headers::upstream_request_headers(req.headers(), &state.settings.proxy.csrf_header);
-    let client = client_of(req);
-    headers::add_forwarding(&mut out, &client.forwarded_for(), public.scheme(), &host);
+    let forwarded_for = req
+        .extensions()
+        .get::<ClientAddr>()
+        .and_then(ClientAddr::forwarded_for_header);
+    state.forwarding.add_to(&mut out, forwarded_for);
     // The upstream logs the same request id as spa-bff.
     let request_id = req
         .extensions()
@@ -612,11 +610,11 @@ fn upstream_headers(
     match credential {
         None => {}
         Some(Credential::Bearer(token)) => {
-            let value = HeaderValue::from_str(&format!("Bearer {token}")).map_err(|_| invalid())?;
+            let value = authorization("Bearer", token).ok_or_else(invalid)?;
             out.insert(header::AUTHORIZATION, value);
         }
         Some(Credential::Dpop { token, key }) => {
-            let value = HeaderValue::from_str(&format!("DPoP {token}")).map_err(|_| invalid())?;
+            let value = authorization("DPoP", token).ok_or_else(invalid)?;
             out.insert(header::AUTHORIZATION, value);
             let proof = key.proof(req.method().as_str(), url, Some(token), nonce, now_ms())?;
             let proof = HeaderValue::from_str(&proof).map_err(|_| invalid())?;
@@ -624,6 +622,18 @@ fn upstream_headers(
         }
     }
     Ok(out)
+}
+
+/// `Authorization: <scheme> <token>`, marked sensitive; `None` when the token holds
+/// bytes a header cannot.
+fn authorization(scheme: &str, token: &str) -> Option<HeaderValue> {
+    let mut value = String::with_capacity(scheme.len() + 1 + token.len());
+    value.push_str(scheme);
+    value.push(' ');
+    value.push_str(token);
+    let mut value = HeaderValue::from_maybe_shared(web::Bytes::from(value)).ok()?;
+    value.set_sensitive(true);
+    Some(value)
 }
 
 /// Phase 5: sends the request, streaming the body with the framing it came with.
@@ -670,7 +680,7 @@ fn respond(
     carried_token: bool,
     state: &AppState,
 ) -> HttpResponse {
-    let mut res = HttpResponse::build(upstream.status());
+    let status = upstream.status();
     let policy = headers::ResponsePolicy {
         allow_set_cookie: route.allow_set_cookie,
         session_cookie: &state.settings.session.cookie_name,
@@ -679,19 +689,19 @@ fn respond(
     if carried_token && !route.allow_shared_cache {
         headers::make_private(&mut out);
     }
-    for (name, value) in out.iter() {
-        res.append_header((name.clone(), value.clone()));
-    }
     let length = upstream
         .headers()
         .get(header::CONTENT_LENGTH)
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.trim().parse::<u64>().ok());
     let body = idle::IdleTimeout::new(upstream, route.timeout);
-    match length {
-        Some(len) => res.body(SizedStream::new(len, body)),
-        None => res.streaming(body),
-    }
+    let mut res = match length {
+        Some(len) => HttpResponse::build(status).body(SizedStream::new(len, body)),
+        None => HttpResponse::build(status).streaming(body),
+    };
+    // The builder added no header of its own: the filtered ones are the response's.
+    *res.headers_mut() = out;
+    res
 }
 
 #[cfg(test)]
