@@ -26,4 +26,5 @@ mod refreshed_id_token;
 mod resilience;
 mod serving;
 mod session_cache;
+mod sockets;
 mod store_contract;
