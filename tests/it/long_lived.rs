@@ -75,20 +75,44 @@ async fn open_tunnel(client: &awc::Client, app: &TestApp, path: &str, cookie: &s
     socket
 }
 
-/// Waits (at most `limit`) until the tunnel is closed from spa-bff's side; how long it took.
-async fn closed_within(socket: &mut Socket, limit: Duration) -> Duration {
+/// Close codes spa-bff sends when it closes a tunnel (RFC 6455 section 7.4.1).
+const SESSION_ENDED: u16 = 1008;
+const IDLE: u16 = 1001;
+
+/// Waits (at most `limit`) until the tunnel is closed from spa-bff's side with a close
+/// frame carrying `code`; how long it took.
+async fn closed_within(socket: &mut Socket, limit: Duration, code: u16) -> Duration {
     let started = Instant::now();
     let closed = actix_web::rt::time::timeout(limit, async {
         loop {
             match socket.next().await {
-                None | Some(Err(_)) | Some(Ok(Frame::Close(_))) => return,
+                Some(Ok(Frame::Close(reason))) => return reason.map(|r| u16::from(r.code)),
+                None | Some(Err(_)) => return None,
                 Some(Ok(_)) => {}
             }
         }
     })
     .await;
-    assert!(closed.is_ok(), "the tunnel was still open after {limit:?}");
+    let Ok(said) = closed else {
+        panic!("the tunnel was still open after {limit:?}");
+    };
+    assert_eq!(
+        said,
+        Some(code),
+        "the close frame's code (None: no close frame)"
+    );
     started.elapsed()
+}
+
+/// The upstream got a close frame with `code` from spa-bff, and its side closed.
+async fn upstream_closed_with(upstream: &Upstream, code: u16) {
+    support::eventually(
+        Duration::from_secs(3),
+        "the upstream side closed",
+        || async { (upstream.counters.closed_sockets.load(Ordering::SeqCst) == 1).then_some(()) },
+    )
+    .await;
+    assert_eq!(*upstream.counters.close_codes.lock().unwrap(), [code]);
 }
 
 // ---------------------------------------------------------------------------------------
@@ -118,14 +142,9 @@ async fn a_tunnel_closes_within_seconds_of_a_logout_on_any_instance() {
         )
         .await;
     assert_eq!(res.status, 200, "{}", res.text());
-    let took = closed_within(&mut socket, Duration::from_secs(8)).await;
+    let took = closed_within(&mut socket, Duration::from_secs(8), SESSION_ENDED).await;
     eprintln!("tunnel closed {took:?} after /logout on another instance");
-    support::eventually(
-        Duration::from_secs(3),
-        "the upstream side closed",
-        || async { (upstream.counters.closed_sockets.load(Ordering::SeqCst) == 1).then_some(()) },
-    )
-    .await;
+    upstream_closed_with(&upstream, SESSION_ENDED).await;
     twin.handle.stop(false).await;
 }
 
@@ -160,8 +179,9 @@ async fn a_back_channel_logout_closes_the_users_tunnels() {
     );
     let res = send_logout_token(&Browser::new(), &app, &token).await;
     assert_eq!(res.status, 200, "{}", res.text());
-    let took = closed_within(&mut socket, Duration::from_secs(8)).await;
+    let took = closed_within(&mut socket, Duration::from_secs(8), SESSION_ENDED).await;
     eprintln!("tunnel closed {took:?} after a back-channel logout");
+    upstream_closed_with(&upstream, SESSION_ENDED).await;
 }
 
 #[actix_web::test]
@@ -183,7 +203,12 @@ async fn a_tunnel_closes_when_its_session_reaches_the_idle_timeout() {
     let closed = loop {
         socket.send(Message::Text("still here".into())).await.ok();
         match actix_web::rt::time::timeout(Duration::from_millis(500), socket.next()).await {
-            Ok(None) | Ok(Some(Err(_))) | Ok(Some(Ok(Frame::Close(_)))) => break opened.elapsed(),
+            Ok(Some(Ok(Frame::Close(reason)))) => {
+                let code = reason.map(|r| u16::from(r.code));
+                assert_eq!(code, Some(SESSION_ENDED), "the close frame's code");
+                break opened.elapsed();
+            }
+            Ok(None) | Ok(Some(Err(_))) => panic!("closed without a close frame"),
             _ => {}
         }
         assert!(
@@ -225,14 +250,9 @@ async fn a_quiet_tunnel_is_closed_on_both_sides_after_its_idle_limit() {
         actix_web::rt::time::sleep(Duration::from_millis(300)).await;
     }
     // ...silence closes it, towards the browser and the upstream.
-    let took = closed_within(&mut socket, Duration::from_secs(5)).await;
+    let took = closed_within(&mut socket, Duration::from_secs(5), IDLE).await;
     eprintln!("quiet tunnel closed {took:?} into its 1 s idle limit");
-    support::eventually(
-        Duration::from_secs(3),
-        "the upstream side closed",
-        || async { (upstream.counters.closed_sockets.load(Ordering::SeqCst) == 1).then_some(()) },
-    )
-    .await;
+    upstream_closed_with(&upstream, IDLE).await;
     // The session itself is untouched.
     assert_eq!(app.user(&same_session(&app, &browser)).await.status, 200);
 }

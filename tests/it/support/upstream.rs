@@ -26,6 +26,8 @@ pub struct Counters {
     /// WebSocket connections (`/ws`) open now, and closed so far.
     pub open_sockets: AtomicUsize,
     pub closed_sockets: AtomicUsize,
+    /// The codes of the close frames WebSocket clients sent, in order.
+    pub close_codes: Mutex<Vec<u16>>,
 }
 
 /// One request as the upstream saw it.
@@ -446,6 +448,9 @@ fn ws_echo(req: &HttpRequest, payload: web::Payload, counters: Arc<Counters>) ->
                                 false
                             }
                             OpCode::Close => {
+                                if let Ok(Some(reason)) = Parser::try_parse_close_payload(&data) {
+                                    held.0.close_codes.lock().unwrap().push(reason.code.into());
+                                }
                                 Parser::write_close(&mut out, None, false);
                                 true
                             }
