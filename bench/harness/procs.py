@@ -109,11 +109,20 @@ class Procs:
         return proc
 
     def __enter__(self) -> "Procs":
+        # The processes run in sessions of their own (so that a stop reaches their
+        # children): a SIGTERM to this script must stop them too, as Ctrl-C does, rather
+        # than leave them running.
+        self.previous_sigterm = signal.signal(signal.SIGTERM, _exit_on_sigterm)
         return self
 
     def __exit__(self, *_exc) -> None:
         for proc in reversed(self.started):
             proc.stop()
+        signal.signal(signal.SIGTERM, self.previous_sigterm)
+
+
+def _exit_on_sigterm(signum, _frame) -> None:
+    raise SystemExit(128 + signum)
 
 
 def rss_kib(pid: int) -> int:
