@@ -10,10 +10,11 @@
 //! - [`body`]: a request body is read with a deadline on every pause (408) and a size
 //!   limit (413), whether it is buffered or streamed to an upstream.
 //! - [`rate_limit`]: `/login` and `/callback` per client IP (429), so unauthenticated
-//!   callers cannot make spa-bff store login state without bound.
+//!   callers cannot make spa-bff store login state without bound (the buckets are in
+//!   Redis, shared by the instances; in memory per instance while Redis is away).
 //!
-//! Everything here is per instance and in memory; [`Edge`] is what the middlewares
-//! read from the app's data.
+//! Everything else here is per instance and in memory; [`Edge`] is what the
+//! middlewares read from the app's data.
 
 pub mod body;
 pub mod client;

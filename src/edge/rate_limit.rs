@@ -1,21 +1,18 @@
-//! A per-client-IP rate limit on the endpoints that unauthenticated callers can use
-//! to make spa-bff do work and store state (`/login`, `/callback`).
+//! The rate limit on the endpoints that unauthenticated callers can use to make
+//! spa-bff do work and store state (`/login`, `/callback`), per client IP (IPv6
+//! clients per /64, the block one subscriber usually holds): `burst` requests at once,
+//! refilled at `per_minute`.
 //!
-//! One token bucket per client IP (IPv6 clients per /64, the block one subscriber
-//! usually holds): `burst` requests at once, refilled at `per_minute`. The buckets are
-//! in this process's memory and shared by its workers, so with N instances behind a
-//! load balancer a client gets up to N times the limit. Memory is bounded: a bucket
-//! that has filled up again is the same as no bucket and is evicted, and when
+//! The limit is shared by every instance through Redis (`RedisStore::admit_login`, the
+//! middleware in `routes::rate_limit`), so N instances behind a load balancer still
+//! let a client through once per token, not N times. This module holds what both sides
+//! need ([`Admission`], [`bucket_name`]) and the in-memory [`RateLimiter`] that takes
+//! over, per instance, while Redis cannot answer: its memory is bounded (a bucket that
+//! has filled up again is the same as no bucket and is evicted, and when
 //! [`MAX_CLIENTS`] addresses are active at once every further address shares one
-//! overflow bucket (a distributed flood is then limited as a whole).
+//! overflow bucket, so a distributed flood is then limited as a whole).
 
-use super::client::client_of;
-use super::Edge;
-use crate::error::Error;
-use crate::time::{now_ms, UnixMs};
-use actix_web::body::{EitherBody, MessageBody};
-use actix_web::dev::{ServiceRequest, ServiceResponse};
-use actix_web::middleware::Next;
+use crate::time::UnixMs;
 use std::collections::HashMap;
 use std::net::IpAddr;
 use std::sync::Mutex;
@@ -129,22 +126,13 @@ impl RateLimiter {
     }
 }
 
-/// Middleware on `/login` and `/callback`: 429 with `Retry-After` over the limit.
-pub async fn limit_logins(
-    req: ServiceRequest,
-    next: Next<impl MessageBody + 'static>,
-) -> Result<ServiceResponse<EitherBody<impl MessageBody>>, actix_web::Error> {
-    let limiter = req.app_data::<Edge>().and_then(|e| e.login_limiter.clone());
-    if let Some(limiter) = limiter {
-        let client = client_of(req.request());
-        if let Admission::Limited { retry_after } = limiter.admit(client.ip, now_ms()) {
-            tracing::warn!(client = %client.ip, "login rate limit reached");
-            let retry_after_secs = retry_after.as_millis().div_ceil(1000).max(1) as u64;
-            let res = req.error_response(Error::TooManyRequests { retry_after_secs });
-            return Ok(res.map_into_right_body());
-        }
+/// The name of the bucket `ip` draws from: the address, or for IPv6 its /64.
+pub fn bucket_name(ip: IpAddr) -> String {
+    match Key::of(ip) {
+        Key::V4(v4) => std::net::Ipv4Addr::from(v4).to_string(),
+        Key::V6(prefix) => format!("{}/64", std::net::Ipv6Addr::from(u128::from(prefix) << 64)),
+        Key::Overflow => "overflow".into(),
     }
-    Ok(next.call(req).await?.map_into_left_body())
 }
 
 #[cfg(test)]
@@ -199,6 +187,21 @@ mod tests {
             Admission::Limited { .. }
         ));
         assert_eq!(l.admit(ip("2001:db8:1:3::1"), 0), Admission::Allowed);
+    }
+
+    #[test]
+    fn bucket_names_are_the_ipv4_address_or_the_ipv6_64() {
+        assert_eq!(bucket_name(ip("198.51.100.7")), "198.51.100.7");
+        assert_eq!(bucket_name(ip("::ffff:198.51.100.7")), "198.51.100.7");
+        assert_eq!(bucket_name(ip("2001:db8:1:2::1")), "2001:db8:1:2::/64");
+        assert_eq!(
+            bucket_name(ip("2001:db8:1:2:ffff::9")),
+            bucket_name(ip("2001:db8:1:2::1"))
+        );
+        assert_ne!(
+            bucket_name(ip("2001:db8:1:3::1")),
+            bucket_name(ip("2001:db8:1:2::1"))
+        );
     }
 
     #[test]

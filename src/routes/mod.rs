@@ -7,15 +7,16 @@ pub mod jwks;
 pub mod login;
 pub mod logout;
 pub mod metrics;
+pub mod rate_limit;
 pub mod spa;
 pub mod user;
 
 use crate::config::Settings;
-use crate::edge::rate_limit::limit_logins;
 use crate::error::Error;
 use crate::paths;
 use actix_web::middleware::from_fn;
 use actix_web::{web, HttpResponse};
+use rate_limit::limit_logins;
 
 /// The one route table: spa-bff's own paths ([`crate::paths`]), then the proxied `[[routes]]`, then
 /// the SPA's files.

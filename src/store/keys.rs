@@ -54,6 +54,12 @@ impl Keys {
         )
     }
 
+    /// The shared login rate-limit bucket of a client (`client` as
+    /// [`crate::edge::rate_limit::bucket_name`] names it).
+    pub fn login_rate(&self, client: &str) -> String {
+        format!("{}login-rate:{client}", self.prefix)
+    }
+
     /// The set of sessions of user `sub`.
     pub fn user_sessions(&self, sub: &str) -> String {
         self.indexed("sub", sub)

@@ -31,6 +31,7 @@ use super::connection::RedisHandle;
 use super::events::{SessionEvents, SessionWatch};
 use super::keys::{Keys, LOGIN_DOMAIN};
 use super::{EndOutcome, Liveness, LoadedSession, LogoutScope, RefreshLock, Store, UpdateOutcome};
+use crate::edge::rate_limit::Admission;
 use crate::error::Error;
 use crate::metrics::SessionEnd;
 use crate::session::crypto::{open, random_token, seal};
@@ -106,6 +107,28 @@ static DELETE: LazyLock<Script> = LazyLock::new(|| {
     )
 });
 
+/// One request against a shared rate limit (GCRA, the token bucket written as one
+/// timestamp): KEYS[1] holds the time at which the bucket is full again (the
+/// "theoretical arrival time", µs on Redis's clock, so instances' clocks do not
+/// matter); ARGV[1] is the µs one token takes to come back, ARGV[2] the burst. 0:
+/// admitted (the key moves on by one token and expires when the bucket is full);
+/// otherwise the µs until a token is there.
+static ADMIT: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(
+        r"local t = redis.call('TIME')
+          local now = tonumber(t[1]) * 1000000 + tonumber(t[2])
+          local interval = tonumber(ARGV[1])
+          local tolerance = interval * (tonumber(ARGV[2]) - 1)
+          local tat = tonumber(redis.call('GET', KEYS[1]) or now)
+          if tat < now then tat = now end
+          local wait = tat - tolerance - now
+          if wait > 0 then return wait end
+          local full = tat + interval
+          redis.call('SET', KEYS[1], string.format('%d', full), 'PX', math.ceil((full - now) / 1000))
+          return 0",
+    )
+});
+
 /// How long Redis keeps a session's hash after its idle or absolute timeout (the code
 /// refuses it from the deadline on): long enough for a browser coming back to be told
 /// apart from one that never had a session, so the ending is counted with its reason.
@@ -177,6 +200,27 @@ impl RedisStore {
     /// The connection handle (readiness and reports use it).
     pub fn redis(&self) -> &RedisHandle {
         &self.redis
+    }
+
+    /// One request of `client` (a [`crate::edge::rate_limit::bucket_name`]) against the
+    /// login rate limit that every instance sharing this Redis enforces together:
+    /// `burst` at once, refilled at `per_minute`.
+    pub async fn admit_login(
+        &self,
+        client: &str,
+        per_minute: u32,
+        burst: u32,
+    ) -> Result<Admission, Error> {
+        let interval_us = 60_000_000 / u64::from(per_minute.max(1));
+        let mut call = ADMIT.key(self.keys.login_rate(client));
+        call.arg(interval_us.max(1)).arg(burst.max(1));
+        let wait_us: u64 = self.script(&call).await?;
+        Ok(match wait_us {
+            0 => Admission::Allowed,
+            us => Admission::Limited {
+                retry_after: Duration::from_micros(us),
+            },
+        })
     }
 
     async fn query<T: FromRedisValue>(&self, cmd: &Cmd) -> Result<T, Error> {

@@ -6,7 +6,7 @@ use crate::support::app::{spawn_app, AppOptions, TestApp};
 use crate::support::raw::{self, blocking, head, RawResponse};
 use crate::support::unique;
 use crate::support::upstream::Upstream;
-use crate::support::{self, Browser, Resp};
+use crate::support::{self, Browser, RedisServer, Resp};
 use std::io::{BufReader, Write};
 use std::net::TcpListener;
 use std::time::{Duration, Instant};
@@ -521,6 +521,48 @@ async fn login_and_callback_are_rate_limited_per_client_ip() {
         .get_with(&app.at("/login"), &from("198.51.100.2"))
         .await;
     assert_eq!(other.status, 302);
+}
+
+#[actix_web::test]
+async fn instances_sharing_redis_share_the_rate_limit_and_keep_one_when_redis_is_away() {
+    let redis = RedisServer::start();
+    let app = spawn_app(AppOptions {
+        redis_url: redis.url(),
+        server_toml: "login_rate_limit = 6\nlogin_rate_burst = 3\n".into(),
+        ..AppOptions::default()
+    })
+    .await;
+    let twin = app.start_twin().await;
+    let browser = Browser::new();
+    let json = [("accept", "application/json")];
+    // Three tokens in all: spending them on one instance leaves none on the other.
+    for _ in 0..3 {
+        let res = browser.get_with(&app.at("/login"), &json).await;
+        assert_eq!(res.status, 302, "{}", res.text());
+    }
+    let elsewhere = browser.get_with(&twin.at("/login"), &json).await;
+    assert_eq!(elsewhere.status, 429, "{}", elsewhere.text());
+    let retry: u64 = elsewhere.header("retry-after").unwrap().parse().unwrap();
+    assert!((1..=10).contains(&retry), "{retry}");
+    // The bucket is one key of this app's prefix, on Redis's clock.
+    let mut c = redis::Client::open(redis.url())
+        .unwrap()
+        .get_connection()
+        .unwrap();
+    let keys: Vec<String> = redis::cmd("KEYS")
+        .arg(format!("{}login-rate:*", app.prefix))
+        .query(&mut c)
+        .unwrap();
+    assert_eq!(keys, [format!("{}login-rate:127.0.0.1", app.prefix)]);
+
+    // Redis away: each instance limits on its own (its own three tokens), never not at all.
+    drop(redis);
+    let mut statuses = Vec::new();
+    for _ in 0..5 {
+        statuses.push(browser.get_with(&twin.at("/login"), &json).await.status);
+    }
+    assert_eq!(statuses, [503, 503, 503, 429, 429], "Redis away");
+    twin.handle.stop(false).await;
 }
 
 #[actix_web::test]

@@ -177,6 +177,10 @@ macro_rules! store_contract {
                 checks::liveness(&$factory).await;
             }
             #[actix_web::test]
+            async fn the_login_rate_limit_is_a_shared_token_bucket_per_client() {
+                checks::login_rate_limit(&$factory(long_lived()).await).await;
+            }
+            #[actix_web::test]
             async fn the_store_answers_ping() {
                 checks::ping(&$factory(long_lived()).await).await;
             }
@@ -625,6 +629,37 @@ pub mod checks {
         assert_eq!(
             store.session_alive(&stranger, t0).await.unwrap(),
             Liveness::Ended
+        );
+    }
+
+    /// `burst` at once, then one token per interval (100 ms here), per client, on
+    /// Redis's clock.
+    pub async fn login_rate_limit(store: &RedisStore) {
+        use spa_bff::edge::rate_limit::Admission;
+        let (a, b) = (support::random_string(6), support::random_string(6));
+        for _ in 0..3 {
+            assert_eq!(
+                store.admit_login(&a, 600, 3).await.unwrap(),
+                Admission::Allowed
+            );
+        }
+        match store.admit_login(&a, 600, 3).await.unwrap() {
+            Admission::Limited { retry_after } => assert!(
+                retry_after > Duration::ZERO && retry_after <= Duration::from_millis(100),
+                "{retry_after:?}"
+            ),
+            other => panic!("a fourth request at once: {other:?}"),
+        }
+        assert_eq!(
+            store.admit_login(&b, 600, 3).await.unwrap(),
+            Admission::Allowed,
+            "another client has its own bucket"
+        );
+        sleep_ms(150).await;
+        assert_eq!(
+            store.admit_login(&a, 600, 3).await.unwrap(),
+            Admission::Allowed,
+            "a token came back"
         );
     }
 
