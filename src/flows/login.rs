@@ -15,6 +15,7 @@ use crate::config::{user_route_resources, Settings};
 use crate::error::{Error, LoginError};
 use crate::metrics::SessionEnd;
 use crate::oidc::callback::{complete_login, AuthorizationResponse, Completion};
+use crate::oidc::dpop::DpopKey;
 use crate::oidc::login::{
     authorization_request, safe_return_to, with_silent_outcome, LoginOptions,
 };
@@ -44,12 +45,18 @@ pub async fn start<S: Store>(
     let provider = deps.provider.get()?;
     let oidc = &deps.settings.oidc;
     let resources = login_resources(deps.settings);
+    // With DPoP, the session's key is made now: the code is bound to it (`dpop_jkt`).
+    let dpop = match oidc.dpop {
+        true => Some(DpopKey::generate()?),
+        false => None,
+    };
     let auth = authorization_request(
         &provider,
         oidc,
         safe_return_to(return_to),
         options,
         &resources.routes,
+        dpop.as_ref().map(|(key, stored)| (key, stored.clone())),
         now,
     );
     let redirect = match &provider.authorization {

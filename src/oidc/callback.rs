@@ -140,9 +140,12 @@ pub async fn complete_login(
     let resource = resources
         .token_request_resource(Target::Default)
         .unwrap_or_default();
-    let dpop = match oidc.dpop {
-        true => Some(DpopKey::generate()?),
-        false => None,
+    // The key the login started with (its thumbprint bound the code); a login
+    // started without one (DPoP just switched on) gets a new one here.
+    let dpop = match (oidc.dpop, login.dpop_key.clone()) {
+        (true, Some(stored)) => Some((DpopKey::from_stored(&stored)?, stored)),
+        (true, None) => Some(DpopKey::generate()?),
+        (false, _) => None,
     };
     let proofs = dpop.as_ref().map(|(key, _)| Proofs { key, nonces });
     let token_http = TokenHttp { http, proofs, now };

@@ -5,7 +5,9 @@
 //! state).
 
 use crate::config::OidcSettings;
+use crate::oidc::dpop::DpopKey;
 use crate::oidc::provider::Provider;
+use crate::secret::Sensitive;
 use crate::session::crypto::random_token;
 use crate::session::{LoginState, Prompt};
 use crate::time::UnixMs;
@@ -84,14 +86,17 @@ pub struct AuthorizationRequest {
 /// and what the client asked (`options`, which win over the same names in
 /// `oidc.auth_params`). `resources` are the routes' RFC 8707 resources (per-route
 /// audiences), named besides the default one `auth_params` may give: providers issue
-/// tokens only for resources the authorization request named. `now` is when the
-/// login starts.
+/// tokens only for resources the authorization request named. `dpop_key` (with
+/// `oidc.dpop`) is the new session's key: its thumbprint goes as `dpop_jkt` (RFC 9449
+/// section 10), so the provider binds the code to it and redeems it only with a proof
+/// of that key. `now` is when the login starts.
 pub fn authorization_request(
     provider: &Provider,
     settings: &OidcSettings,
     return_to: String,
     options: &LoginOptions,
     resources: &[String],
+    dpop_key: Option<(&DpopKey, Sensitive)>,
     now: UnixMs,
 ) -> AuthorizationRequest {
     let (challenge, verifier) = PkceCodeChallenge::new_random_sha256();
@@ -133,6 +138,13 @@ pub fn authorization_request(
     for resource in resources {
         req = req.add_extra_param("resource", resource.clone());
     }
+    let dpop_key = match dpop_key {
+        Some((key, stored)) => {
+            req = req.add_extra_param("dpop_jkt", key.thumbprint());
+            Some(stored)
+        }
+        None => None,
+    };
     let (url, state, nonce) = req.url();
     AuthorizationRequest {
         url,
@@ -143,6 +155,7 @@ pub fn authorization_request(
             return_to,
             prompt,
             max_age: options.max_age,
+            dpop_key,
         },
     }
 }

@@ -20,6 +20,7 @@ use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine;
 use serde_json::json;
 use spa_bff::oidc::dpop::DpopKey;
+use spa_bff::store::Store;
 use std::time::Duration;
 
 const CSRF: (&str, &str) = ("x-csrf", "1");
@@ -149,6 +150,56 @@ async fn every_proxied_call_proves_the_sessions_key_bound_to_its_token_also_afte
     assert_ne!(refreshed, first.expose(), "a new access token");
     assert_eq!(jwt_claims(&refreshed)["cnf"]["jkt"], jkt.as_str());
     assert_eq!(proof_jkt(&upstream.last()), jkt);
+}
+
+/// RFC 9449 section 10: the authorization request names the session's key
+/// (`dpop_jkt`), so the real provider binds the code to it and redeems it only with a
+/// proof of that key; the session keeps that key, and its tokens are bound to it.
+#[actix_web::test]
+async fn the_authorization_code_is_bound_to_the_sessions_key_with_dpop_jkt() {
+    let app = spawn_app(AppOptions {
+        registration: dpop_bound(),
+        oidc_toml: dpop_oidc(),
+        ..AppOptions::default()
+    })
+    .await;
+    let browser = Browser::new();
+    let authorize = app.start_login(&browser, "/").await;
+    let jkt = support::query_param(&authorize, "dpop_jkt").expect("dpop_jkt in the request");
+    let callback = browser.provider_login(&authorize, &unique("jo")).await;
+    assert_eq!(browser.get(&app.local(&callback)).await.status, 302);
+    assert_eq!(
+        session_jkt(&app, &browser).await,
+        jkt,
+        "the session keeps that key"
+    );
+    let token = stored_record(&app, &browser).await.tokens.access_token;
+    assert_eq!(jwt_claims(token.expose())["cnf"]["jkt"], jkt.as_str());
+
+    // The provider holds the code to that key: the same login, its pending state given
+    // another key before the callback, fails at the code exchange.
+    let browser = Browser::new();
+    let authorize = app.start_login(&browser, "/").await;
+    let state = support::query_param(&authorize, "state").unwrap();
+    let store = crate::store_contract::store_under(
+        &format!("redis_url = {:?}", app.redis_url()),
+        &app.prefix,
+        spa_bff::session::ExpiryPolicy::new(Duration::from_secs(60), Duration::from_secs(600)),
+    );
+    let mut login = store
+        .take_login(&state)
+        .await
+        .unwrap()
+        .expect("pending login");
+    login.dpop_key = Some(DpopKey::generate().unwrap().1);
+    store
+        .save_login(&state, &login, Duration::from_secs(60))
+        .await
+        .unwrap();
+    let callback = browser.provider_login(&authorize, &unique("jo")).await;
+    let res = browser.get(&app.local(&callback)).await;
+    assert_eq!(res.status, 400, "{}", res.text());
+    assert_eq!(app.session_cookie(&browser), None);
 }
 
 #[actix_web::test]

@@ -461,6 +461,7 @@ pub mod checks {
                 since: 1_700_000_000,
             },
             max_age: Some(300),
+            dpop_key: Some(spa_bff::oidc::dpop::DpopKey::generate().unwrap().1),
         };
         store
             .save_login(&state, &login, Duration::from_secs(60))
