@@ -84,14 +84,10 @@ fn tcp_sockets() -> Vec<Socket> {
 }
 
 fn port_of(url: &str) -> u16 {
-    let after_host = url.rsplit(':').next().unwrap();
-    after_host
-        .trim_end_matches('/')
-        .split('/')
-        .next()
+    url::Url::parse(url)
         .unwrap()
-        .parse()
-        .unwrap()
+        .port()
+        .expect("a URL with a port")
 }
 
 #[actix_web::test]
@@ -119,11 +115,8 @@ async fn every_socket_spa_bff_accepts_or_opens_has_nagle_off() {
 
     // The browser's connection, the pooled upstream connection and the Redis
     // connections are all kept open (keep-alive, the pool, the store).
-    let (app_port, upstream_port, redis_port) = (
-        port_of(&app.url),
-        port_of(&upstream.url),
-        port_of(&redis.url()),
-    );
+    let (app_port, upstream_port, redis_port) =
+        (port_of(&app.url), port_of(&upstream.url), redis.port);
     let sockets = tcp_sockets();
     let accepted: Vec<&Socket> = sockets
         .iter()
